@@ -1,0 +1,118 @@
+"""``@function``: Beam's remote function decorator, run as Ray tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from beamray import env as beam_env
+from beamray.adapters import parsing
+from beamray.adapters.common import RunnerArgs, handler_name
+from beamray.adapters.types import TaskPolicy
+from beamray.exceptions import UnsupportedFeatureError
+from beamray.specs import FunctionSpec
+
+
+class function:
+    """Run the decorated function remotely: ``.remote()``, ``.map()``, ``.local()``.
+
+    Arguments, defaults and positional order are Beam's (cpu 0.125, memory 128 MiB, timeout 3600 s,
+    retries 3). ``gpu`` may be a priority list; the first type the cluster can serve now is used.
+    """
+
+    def __init__(
+        self,
+        app: str = "",
+        cpu: float | str = 0.125,
+        memory: int | str = 128,
+        gpu: Any = "",
+        gpu_count: int = 0,
+        image: Any = None,
+        timeout: int = 3600,
+        retries: int = 3,
+        callback_url: Optional[str] = None,
+        volumes: Optional[list[Any]] = None,
+        disks: Optional[list[Any]] = None,
+        secrets: Optional[list[str]] = None,
+        env: Optional[dict[str, str]] = None,
+        name: Optional[str] = None,
+        task_policy: Optional[TaskPolicy] = None,
+        on_deploy: Any = None,
+        headless: bool = False,
+        inputs: Any = None,
+        outputs: Any = None,
+        pool: Any = None,
+        retry_for: Optional[list[type[BaseException]]] = None,
+    ) -> None:
+        self.runner_args = RunnerArgs(app=app, cpu=cpu, memory=memory, gpu=gpu, gpu_count=gpu_count, image=image,
+                                      secrets=secrets, env=env, volumes=volumes, name=name,
+                                      callback_url=callback_url)
+        retries, timeout, self.ttl = parsing.apply_task_policy(task_policy, parsing.parse_retries(retries), timeout)
+        self.timeout = parsing.parse_timeout(timeout)
+        self.retries = retries
+        self.retry_for = parsing.parse_retry_for(retry_for)
+        self.headless = bool(headless)
+        for feature, value in (("disks", disks), ("on_deploy", on_deploy), ("inputs", inputs),
+                               ("outputs", outputs), ("pool", pool)):
+            if value:
+                raise UnsupportedFeatureError(f"@function({feature}=…) is not supported by beamray yet")
+
+    def __call__(self, func: Callable[..., Any]) -> "RemoteFunction":
+        return RemoteFunction(func, self)
+
+    def spec_for(self, func: Callable[..., Any]) -> FunctionSpec:
+        """Build the spec; GPU names are checked here, at first use, as the SDK does."""
+        args = self.runner_args
+        return FunctionSpec(
+            name=args.name or func.__name__, app=args.app, handler=handler_name(func), func=func,
+            resources=args.resource_spec(), runtime=args.runtime_spec(), timeout=self.timeout,
+            retries=self.retries, retry_for=self.retry_for, ttl=self.ttl, callback_url=args.callback_url,
+            headless=self.headless,
+        )
+
+
+class RemoteFunction:
+    """What ``@function`` returns: call it like the function, it runs on the cluster."""
+
+    def __init__(self, func: Callable[..., Any], parent: function) -> None:
+        self.func = func
+        self.parent = parent
+        self._runner: Any = None
+        functools.update_wrapper(self, func)
+
+    @property
+    def runner(self) -> Any:
+        if self._runner is None:
+            from beamray.runtime.functions import FunctionRunner
+
+            self._runner = FunctionRunner(self.parent.spec_for(self.func))
+        return self._runner
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if beam_env.called_on_import():
+            return None
+        if beam_env.is_remote():
+            return self.local(*args, **kwargs)
+        return self.remote(*args, **kwargs)
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self.runner.call(args, kwargs)
+
+    async def async_remote(self, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(self.remote, *args, **kwargs))
+
+    def map(self, inputs: Iterable[Any], *, order_outputs: bool = True,
+            return_exceptions: bool = False) -> Iterator[Any]:
+        return self.runner.map(inputs, order_outputs=order_outputs, return_exceptions=return_exceptions)
+
+    def serve(self, **kwargs: Any) -> None:
+        raise UnsupportedFeatureError("Serve has not been implemented for functions.")
+
+    def __reduce__(self) -> Any:
+        # Pickled by value into workers (e.g. a task calling another function): rebuild from parts.
+        return (RemoteFunction, (self.func, self.parent))

@@ -1,0 +1,215 @@
+"""Beam's argument parsing, exactly as the SDK does it (types, messages, quirks).
+
+Pure functions: no Ray, no I/O. Decorators call these once and keep the results in specs.
+References: ``shared/spec/beam-api.md`` §1–2.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable, Sequence
+from urllib.parse import urlparse
+
+from beamray.adapters.types import Autoscaler, GpuType, QueueDepthAutoscaler, TaskPolicy
+
+_CPU_MILLICORES = re.compile(r"^\d+m$")
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?)([a-z]*)")
+_MEMORY_UNITS = {"": 1, "m": 1, "mb": 1, "mi": 1, "mib": 1, "g": 1000, "gb": 1000, "gi": 1024, "gib": 1024}
+
+
+def parse_cpu(cpu: Any) -> int:
+    """Cores (0.1–64) or ``"Nm"`` (100m–64000m) → millicores."""
+    if isinstance(cpu, (int, float)):  # bool is an int, as in the SDK
+        if not 0.1 <= cpu <= 64:
+            raise ValueError("CPU value out of range. Must be between 0.1 and 64 cores.")
+        return int(cpu * 1000)
+    if isinstance(cpu, str):
+        if not _CPU_MILLICORES.match(cpu):
+            raise ValueError("Invalid CPU string format. Must be a digit followed by 'm' (e.g., '1000m').")
+        millicores = int(cpu[:-1])
+        if not 100 <= millicores <= 64000:
+            raise ValueError("CPU value out of range. Must be between 100m and 64000m.")
+        return millicores
+    raise TypeError("CPU must be a float or a string.")
+
+
+def parse_memory(memory: Any) -> Any:
+    """``"2Gi"`` → 2048, ``"2G"`` → 2000 (MiB). Non-strings pass through unchanged, as in the SDK."""
+    if not isinstance(memory, str):
+        return memory
+    match = _MEMORY.fullmatch(memory.strip().lower())
+    if not match or match.group(2) not in _MEMORY_UNITS:
+        raise ValueError("Unsupported memory format")
+    mib = math.ceil(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
+    if mib <= 0:
+        raise ValueError("memory must be greater than 0")
+    return mib
+
+
+_GPU_STRIP = ("NVIDIA", "GEFORCE", "TESLA", "QUADRO")
+_GPU_ALIASES = (
+    "RTXPro6000", "RTX6000Ada", "RTX4000Ada", "RTX6000", "RTX5090", "RTX4090", "V100-32", "V100", "GAUDI2",
+    "GH200", "B300", "B200", "H200", "H100", "L40S", "L40", "L4", "T4", "A100-80", "A100-40", "A100", "A6000",
+    "A5000", "A4000", "A40", "A30", "A16", "A10G", "A10",
+)
+
+
+def _squash(text: str) -> str:
+    return "".join(ch for ch in text.upper() if ch.isalnum())
+
+
+def normalize_gpu_type(gpu: str) -> str:
+    """``"RTX 4090"`` → ``RTX4090``, ``"nvidia-h100-80gb"`` → ``H100``; unknown names come back squashed."""
+    name = _squash(gpu)
+    for word in _GPU_STRIP:
+        name = name.replace(word, "")
+    if name in ("", "0"):
+        return ""
+    if name == "ANY":
+        return "any"
+    if "A100" in name and "80G" in name:
+        return "A100-80"
+    if "A100" in name and "40G" in name:
+        return "A100-40"
+    for alias in _GPU_ALIASES:
+        if _squash(alias) in name:
+            return alias
+    return name
+
+
+def parse_gpu(gpu: Any) -> tuple[str, ...]:
+    """A type or a priority list → the normalised GpuType values in priority order (empty: no GPU)."""
+    if isinstance(gpu, (str, GpuType)):
+        items: Sequence[Any] = [gpu] if str(gpu.value if isinstance(gpu, GpuType) else gpu) else []
+    elif isinstance(gpu, (list, tuple)):
+        items = gpu
+    else:
+        raise ValueError("Invalid GPU type")
+    parsed = []
+    for item in items:
+        if isinstance(item, GpuType):
+            item = item.value
+        if not isinstance(item, str):
+            raise ValueError("Invalid GPU type")
+        normalized = normalize_gpu_type(item)
+        try:
+            parsed.append(GpuType(normalized).value)
+        except ValueError:
+            raise ValueError(f"Invalid GPU type: {item} ('{normalized}' is not a valid GpuType)") from None
+    return tuple(value for value in parsed if value)
+
+
+def resolve_gpu_count(gpu: Any, gpu_count: int) -> int:
+    """The SDK's rule: 0 becomes 1 whenever a GPU is named (``gpu=None`` and ``[]`` included)."""
+    if not isinstance(gpu_count, int) or isinstance(gpu_count, bool) or gpu_count < 0:
+        raise ValueError(f"gpu_count must be a non-negative integer, got {gpu_count!r}")
+    if gpu_count == 0:
+        named = gpu.value if isinstance(gpu, GpuType) else gpu
+        if named != "":
+            return 1
+    return gpu_count
+
+
+_ENV_REFERENCE = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+_REFERENCE_GRAMMAR = (
+    re.compile(r"secret\.[A-Za-z_][A-Za-z0-9_\-]*"),
+    re.compile(r"db\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_]+"),
+    re.compile(r"app\.[A-Za-z0-9_\-]+\.(URL|TCP|HOST|PORT\.\d+)"),
+    re.compile(r"secret\(\s*\d+\s*(,\s*\"[^\"]*\"\s*)?\)"),
+    re.compile(r"randomInt\(\s*-?\d+\s*,\s*-?\d+\s*\)"),
+)
+
+
+def parse_env(env: Any) -> tuple[tuple[str, str], ...]:
+    """``{"K": "V"}`` → ``(("K", "V"),)``; ``${{ … }}`` references are checked against Beam's grammar."""
+    if env is None:
+        return ()
+    if not isinstance(env, dict):
+        raise TypeError(f"env must be a dict of str to str, got {type(env).__name__}")
+    pairs = []
+    for key, value in env.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"Environment variable key must be a non-empty string: {key!r}")
+        value = str(value)
+        for reference in _ENV_REFERENCE.findall(value):
+            if not any(rule.fullmatch(reference) for rule in _REFERENCE_GRAMMAR):
+                raise ValueError(f"INVALID_CONFIG: invalid reference '${{{{ {reference} }}}}' in env var {key}")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def parse_secrets(secrets: Any) -> tuple[str, ...]:
+    if secrets is None:
+        return ()
+    if isinstance(secrets, str) or not all(isinstance(name, str) and name for name in secrets):
+        raise TypeError(f"secrets must be a list of secret names, got {secrets!r}")
+    return tuple(secrets)
+
+
+def parse_retry_for(retry_for: Any) -> tuple[type[BaseException], ...]:
+    if retry_for is None:
+        return ()
+    items: Iterable[Any] = retry_for if isinstance(retry_for, (list, tuple)) else [retry_for]
+    parsed = tuple(items)
+    for item in parsed:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise TypeError(f"retry_for must list exception classes, got {item!r}")
+    return parsed
+
+
+def parse_timeout(timeout: Any) -> float | None:
+    """Seconds; ``-1`` (or any value ≤ 0) means no timeout."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+    return float(timeout) if timeout > 0 else None
+
+
+def parse_retries(retries: Any) -> int:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+    return retries
+
+
+def apply_task_policy(policy: TaskPolicy | None, retries: int, timeout: Any) -> tuple[int, Any, int]:
+    """Non-zero policy fields override the plain kwargs (SDK); returns ``(retries, timeout, ttl)``."""
+    policy = policy or TaskPolicy()
+    if not isinstance(policy, TaskPolicy):
+        raise TypeError(f"task_policy must be a TaskPolicy, got {policy!r}")
+    if policy.ttl and not 0 < policy.ttl < 86400:
+        raise ValueError(f"task_policy.ttl must be between 0 and 86400 seconds, got {policy.ttl}")
+    return policy.max_retries or retries, policy.timeout or timeout, policy.ttl
+
+
+def parse_autoscaler(autoscaler: Any) -> QueueDepthAutoscaler:
+    if autoscaler is None:
+        return QueueDepthAutoscaler()
+    if not isinstance(autoscaler, Autoscaler):
+        raise ValueError(f"Invalid Autoscaler class: {type(autoscaler).__name__}")
+    if autoscaler.min_containers < 0 or autoscaler.max_containers < max(1, autoscaler.min_containers):
+        raise ValueError(
+            f"autoscaler needs 0 <= min_containers <= max_containers and max_containers >= 1, "
+            f"got min_containers={autoscaler.min_containers}, max_containers={autoscaler.max_containers}"
+        )
+    if autoscaler.tasks_per_container < 1:
+        raise ValueError(f"tasks_per_container must be >= 1, got {autoscaler.tasks_per_container}")
+    return QueueDepthAutoscaler(autoscaler.max_containers, autoscaler.tasks_per_container, autoscaler.min_containers)
+
+
+def parse_callback_url(url: Any) -> str:
+    if url in (None, ""):
+        return ""
+    parsed = urlparse(url) if isinstance(url, str) else None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"callback_url must be an http(s) URL, got {url!r}")
+    return url
+
+
+def parse_name(name: Any) -> str | None:
+    if name is None:
+        return None
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,62}", name):
+        raise ValueError(
+            f"name must be 1-63 letters, digits, '-' or '_' starting with a letter or digit, got {name!r}"
+        )
+    return name

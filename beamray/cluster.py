@@ -1,0 +1,313 @@
+"""The Ray cluster beamray talks to: a configured address, or the embedded local head.
+
+The embedded head is ``ray start --head --block`` run as its own session leader. Its pid and ports live
+in ``BEAMRAY_HOME/cluster.json``; SIGTERM to that pid stops exactly this cluster (``ray stop`` would kill
+every Ray process on the machine). It binds loopback only and advertises logical CPUs so that Beam's
+``cpu=1`` defaults fit on a small laptop (see ``local_cpus``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from beamray import config
+from beamray.exceptions import ClusterError
+
+NAMESPACE = "beamray"
+_READY_LINE = "will now block forever"
+
+
+@dataclass
+class ClusterInfo:
+    """What ``beamray cluster status --json`` prints."""
+
+    running: bool
+    embedded: bool
+    address: str | None
+    dashboard_url: str | None
+    gateway_url: str
+    pid: int | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def local_cpus() -> float:
+    """Logical CPUs of the embedded head: ``BEAMRAY_LOCAL_CPUS``, else max(4, cores).
+
+    Beam's endpoints and task queues default to ``cpu=1``; on a 2-core laptop an app with two of them plus
+    functions would otherwise wait forever. Logical CPUs are scheduling weights here, not reservations.
+    """
+    value = os.environ.get("BEAMRAY_LOCAL_CPUS")
+    if value:
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"BEAMRAY_LOCAL_CPUS must be a number, got {value!r}") from None
+    return float(max(4, os.cpu_count() or 1))
+
+
+def _state_path() -> Path:
+    return config.home() / "cluster.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def embedded_state() -> dict[str, Any] | None:
+    """The running embedded head's record, or None (a stale record is removed)."""
+    path = _state_path()
+    if not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        path.unlink(missing_ok=True)
+        return None
+    if not _pid_alive(state.get("pid", -1)):
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
+@contextlib.contextmanager
+def _lock() -> Iterator[None]:
+    """One process at a time starts or stops the embedded head."""
+    with open(config.home() / "cluster.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _free_port(preferred: int | None = None) -> int:
+    for candidate in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise ClusterError("no free TCP port on 127.0.0.1")
+
+
+def ensure_ray_token() -> None:
+    """Token auth stays on (Ray 2.60's default): make sure a token exists for the head we start."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    path = Path.home() / ".ray" / "auth_token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        config.write_private(path, os.urandom(32).hex())
+
+
+def start_embedded(
+    num_cpus: float | None = None,
+    num_gpus: int | None = None,
+    resources: dict[str, float] | None = None,
+    timeout: float = 90.0,
+) -> dict[str, Any]:
+    """Start the embedded head unless it runs already; returns its record."""
+    with _lock():
+        state = embedded_state()
+        if state:
+            return state
+        if resources is None and os.environ.get("BEAMRAY_LOCAL_RESOURCES"):
+            resources = json.loads(os.environ["BEAMRAY_LOCAL_RESOURCES"])
+        if num_gpus is None and os.environ.get("BEAMRAY_LOCAL_GPUS"):
+            num_gpus = int(os.environ["BEAMRAY_LOCAL_GPUS"])
+        ports = {
+            "gcs": _free_port(int(os.environ.get("BEAMRAY_LOCAL_PORT", 6379))),
+            "dashboard": _free_port(8265),
+            "client": _free_port(10001),
+        }
+        # Ray hands out worker ports from 10002 upward; keep the client server clear of them.
+        if not ports["client"] < 10002:
+            ports["client"] = _free_port(9001)
+        command = [
+            sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+            f"--port={ports['gcs']}", f"--dashboard-port={ports['dashboard']}", "--dashboard-host=127.0.0.1",
+            f"--ray-client-server-port={ports['client']}", f"--num-cpus={num_cpus or local_cpus():g}",
+            "--disable-usage-stats",
+        ]
+        if num_gpus is not None:
+            command.append(f"--num-gpus={num_gpus}")
+        if resources:
+            command.append(f"--resources={json.dumps(resources)}")
+        env = dict(os.environ)
+        env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
+        env.setdefault("RAY_AUTH_MODE", "token")
+        if env["RAY_AUTH_MODE"] == "token":
+            ensure_ray_token()
+        env.pop("RAY_ADDRESS", None)
+        log_path = config.home() / "head.log"
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True, cwd=config.home(),
+            )
+        _wait_ready(process, log_path, timeout)
+        state = {
+            "pid": process.pid,
+            "address": f"127.0.0.1:{ports['gcs']}",
+            "dashboard_url": f"http://127.0.0.1:{ports['dashboard']}",
+            "client_port": ports["client"],
+            "started_at": time.time(),
+        }
+        config.write_private(_state_path(), json.dumps(state, indent=2))
+        return state
+
+
+def _wait_ready(process: subprocess.Popen, log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _READY_LINE in log_path.read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    else:
+        process.terminate()
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
+    raise ClusterError(f"the embedded Ray head did not start (log: {log_path}):\n{tail}")
+
+
+def stop_embedded(timeout: float = 45.0) -> bool:
+    """Stop the embedded head and everything it started; False when none was running."""
+    with _lock():
+        state = embedded_state()
+        if not state:
+            return False
+        pid = state["pid"]
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        _state_path().unlink(missing_ok=True)
+        return True
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def gateway_url() -> str:
+    return f"http://127.0.0.1:{config.http_port()}"
+
+
+def is_embedded() -> bool:
+    return config.configured_address() is None
+
+
+def info(with_resources: bool = True) -> ClusterInfo:
+    """The cluster's state without starting it."""
+    address = config.configured_address()
+    if address is None:
+        state = embedded_state()
+        result = ClusterInfo(
+            running=state is not None, embedded=True, address=state and state["address"],
+            dashboard_url=state and state["dashboard_url"], gateway_url=gateway_url(), pid=state and state["pid"],
+        )
+    else:
+        result = ClusterInfo(running=True, embedded=False, address=address, dashboard_url=None,
+                             gateway_url=gateway_url())
+    if with_resources and result.running:
+        connect()
+        import ray
+
+        result.resources = {k: v for k, v in ray.cluster_resources().items() if not k.startswith("node:")}
+        result.dashboard_url = result.dashboard_url or _dashboard_url()
+    return result
+
+
+def _dashboard_url() -> str | None:
+    from ray._private.worker import get_dashboard_url
+
+    url = get_dashboard_url()
+    return f"http://{url}" if url and not url.startswith("http") else url or None
+
+
+def prepare_ray_environment() -> None:
+    """Turn Ray's token auth on in this process when a token exists; it must happen before ``import ray``.
+
+    Ray reads ``RAY_AUTH_MODE`` once, when it is imported; without it a driver cannot reach a cluster
+    that has auth on (every cluster beamray starts). An explicit ``RAY_AUTH_MODE`` is always respected.
+    """
+    if "ray" in sys.modules or "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Ray retries an unreachable GCS for minutes; fail in seconds with a clear message instead."""
+    if "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as exc:
+        raise ClusterError(
+            f"no Ray cluster answers at {address} ({exc}). Check BEAMRAY_ADDRESS / RAY_ADDRESS, "
+            "or unset them to use the embedded cluster (`beamray cluster up`)."
+        ) from exc
+
+
+def connect(runtime_env: dict[str, Any] | None = None) -> None:
+    """Attach this process to the cluster as a Ray driver, starting the embedded head if needed.
+
+    Inside a Ray worker this is a no-op: the worker is already connected.
+    """
+    ray_module = sys.modules.get("ray")
+    if ray_module is not None and ray_module.is_initialized():
+        return
+    address = config.configured_address()
+    if address is None and "ray" not in sys.modules:
+        start_embedded()  # first, so that the token exists before Ray is imported
+    prepare_ray_environment()
+    import ray
+
+    if address is None:
+        address = start_embedded()["address"]
+        # The head advertises 127.0.0.1; a driver must not rewrite that to the host's public IP.
+        import ray._private.ray_constants as ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    _check_reachable(address)
+    try:
+        ray.init(
+            address=address, namespace=NAMESPACE, log_to_driver=True, logging_level="WARNING",
+            runtime_env=runtime_env, configure_logging=True,
+        )
+    except Exception as exc:  # Ray raises ConnectionError, RuntimeError or AuthenticationError here
+        hint = ""
+        if "auth" in str(exc).lower() or "token" in str(exc).lower():
+            hint = (" The cluster uses token auth: set RAY_AUTH_TOKEN (or RAY_AUTH_MODE=token with "
+                    "~/.ray/auth_token) before Ray is imported.")
+        raise ClusterError(f"cannot connect to the Ray cluster at {address}: {exc}.{hint}") from exc

@@ -1,0 +1,86 @@
+"""Where beamray keeps its state and which cluster it talks to.
+
+Everything is read when asked for, never at import: ``BEAMRAY_HOME`` (default ``~/.beamray``) holds
+``config.json`` (``beamray config set``), the gateway ``token``, the embedded cluster's ``cluster.json``
+and the local stores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as _secrets
+from pathlib import Path
+from typing import Any
+
+DEFAULT_HTTP_PORT = 8000
+CONFIG_KEYS = ("address", "http_port")
+
+
+def home() -> Path:
+    path = Path(os.environ.get("BEAMRAY_HOME") or "~/.beamray").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _config_path() -> Path:
+    return home() / "config.json"
+
+
+def load_config() -> dict[str, Any]:
+    path = _config_path()
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc}); fix or delete it") from exc
+
+
+def set_config(key: str, value: Any) -> None:
+    if key not in CONFIG_KEYS:
+        raise KeyError(f"unknown config key {key!r}; known keys: {', '.join(CONFIG_KEYS)}")
+    config = load_config()
+    if value is None:
+        config.pop(key, None)
+    else:
+        config[key] = value
+    write_private(_config_path(), json.dumps(config, indent=2))
+
+
+def configured_address() -> str | None:
+    """``BEAMRAY_ADDRESS``, else ``RAY_ADDRESS``, else ``config set address``; None means embedded."""
+    for value in (os.environ.get("BEAMRAY_ADDRESS"), os.environ.get("RAY_ADDRESS"), load_config().get("address")):
+        if value and value not in ("local", "embedded"):
+            return value
+    return None
+
+
+def http_port() -> int:
+    value = os.environ.get("BEAMRAY_HTTP_PORT") or load_config().get("http_port") or DEFAULT_HTTP_PORT
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"BEAMRAY_HTTP_PORT must be a port number, got {value!r}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"BEAMRAY_HTTP_PORT must be between 1 and 65535, got {port}")
+    return port
+
+
+def gateway_token() -> str:
+    """The bearer token of the HTTP gateway: ``BEAMRAY_TOKEN``, else one generated once under BEAMRAY_HOME."""
+    if os.environ.get("BEAMRAY_TOKEN"):
+        return os.environ["BEAMRAY_TOKEN"]
+    path = home() / "token"
+    if not path.exists():
+        write_private(path, _secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by the owner only, atomically (other processes never see half a file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

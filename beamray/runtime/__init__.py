@@ -1,0 +1,1 @@
+"""The Ray side of beamray: consumes specs, never Beam's raw arguments."""

@@ -1,0 +1,217 @@
+"""``@function`` on Ray: one Ray remote function per spec, calls, fan-out and error translation."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+import uuid
+from collections import deque
+from typing import Any, Callable, Iterable, Iterator
+
+import ray
+from ray.exceptions import GetTimeoutError, RayError, RayTaskError, TaskCancelledError, WorkerCrashedError
+
+from beamray import cluster
+from beamray.context import FunctionContext, wants_context
+from beamray.exceptions import RemoteExecutionError
+from beamray.runtime import resources as resource_options
+from beamray.runtime.worker import FunctionTimeoutError, RetryableTaskError, deadline, task_environment
+from beamray.specs import FunctionSpec
+
+MAP_WINDOW = int(os.environ.get("BEAMRAY_MAP_WINDOW", "1000"))
+_PROGRESS_MIN_ITEMS = 100
+
+
+def stub_id(spec: FunctionSpec) -> str:
+    """A stable id for a handler + name, standing in for Beam's stub id."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"beamray:function:{spec.app}:{spec.name}:{spec.handler}"))
+
+
+def _attempts_so_far(task_id: str) -> int:
+    """How many times ``task_id`` failed with a ``retry_for`` exception (Ray exposes no attempt number)."""
+    from ray.experimental import internal_kv
+
+    key = f"beamray/attempts/{task_id}".encode()
+    count = int(internal_kv._internal_kv_get(key, namespace="beamray") or 0) + 1
+    internal_kv._internal_kv_put(key, str(count).encode(), overwrite=True, namespace="beamray")
+    return count
+
+
+def _make_task_body(spec: FunctionSpec) -> Callable[..., Any]:
+    """The function Ray runs: Beam's container environment around the user's handler."""
+    func, name, runtime = spec.func, spec.handler, spec.runtime
+    inject_context, timeout, retry_for, retries = wants_context(func), spec.timeout, spec.retry_for, spec.retries
+    default_callback, function_stub_id = spec.callback_url, stub_id(spec)
+
+    def beamray_function(*args: Any, **kwargs: Any) -> Any:
+        context = ray.get_runtime_context()
+        task_id = context.get_task_id() or uuid.uuid4().hex
+        container_id = f"function-{function_stub_id[:8]}-{context.get_worker_id()[:8]}"
+        callback_url = kwargs.pop("callback_url", None) or default_callback
+        identity = {"CONTAINER_ID": container_id, "TASK_ID": task_id, "STUB_ID": function_stub_id,
+                    "STUB_TYPE": "function", "TIMEOUT": str(int(timeout or 0))}
+        with task_environment(runtime.env, runtime.secrets, identity):
+            if inject_context:
+                kwargs["context"] = FunctionContext(
+                    container_id=container_id, stub_id=function_stub_id, stub_type="function",
+                    callback_url=callback_url or None, task_id=task_id, timeout=int(timeout or 0),
+                    python_version=f"python{sys.version_info.major}.{sys.version_info.minor}",
+                )
+            try:
+                with deadline(timeout, name):
+                    result = func(*args, **kwargs)
+            except BaseException as exc:
+                retryable = type(exc) in retry_for and _attempts_so_far(task_id) <= retries
+                if retryable:
+                    raise RetryableTaskError(exc) from exc
+                if callback_url:
+                    from beamray import callbacks
+
+                    status = "TIMEOUT" if isinstance(exc, FunctionTimeoutError) else "ERROR"
+                    callbacks.send(callback_url, task_id, status, {})
+                raise
+            if callback_url:
+                from beamray import callbacks
+
+                callbacks.send(callback_url, task_id, "COMPLETE", result)
+            return result
+
+    return beamray_function
+
+
+class FunctionRunner:
+    """Submits a spec's calls to Ray; built once per decorated function, used for every call."""
+
+    def __init__(self, spec: FunctionSpec) -> None:
+        self.spec = spec
+        self._remote: Any = None
+        self._options: dict[str, Any] | None = None
+
+    def _remote_function(self) -> Any:
+        cluster.connect(job_runtime_env())
+        if self._remote is None:
+            self._remote = ray.remote(_make_task_body(self.spec))
+        return self._remote
+
+    def _task_options(self) -> dict[str, Any]:
+        what = f"Function {self.spec.handler}"
+        if self._options is None or len(self.spec.resources.gpu) > 1:  # a priority list is chosen per call
+            options = resource_options.resolve(self.spec.resources, what)
+            options.update(name=self.spec.handler, max_retries=self.spec.retries,
+                           retry_exceptions=[RetryableTaskError] if self.spec.retry_for else False)
+            self._options = options
+        else:
+            resource_options.check_feasible(self._options, what)
+        return self._options
+
+    def submit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ray.ObjectRef:
+        remote = self._remote_function()
+        return remote.options(**self._task_options()).remote(*args, **kwargs)
+
+    def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        ref = self.submit(args, kwargs)
+        try:
+            return ray.get(ref)
+        except KeyboardInterrupt:
+            if not self.spec.headless:
+                ray.cancel(ref, force=True)
+            raise
+        except RayError as exc:
+            raise translate_error(exc, ref) from None
+
+    def map(self, inputs: Iterable[Any], *, order_outputs: bool = True,
+            return_exceptions: bool = False) -> Iterator[Any]:
+        """Stream results with at most ``MAP_WINDOW`` calls in flight; a failed input yields None."""
+        total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
+        progress = _Progress(self.spec.handler, total)
+        pending: deque[tuple[int, ray.ObjectRef]] = deque()
+        numbered = enumerate(inputs)
+        for index, item in itertools.islice(numbered, MAP_WINDOW):
+            pending.append((index, self._submit_item(item)))
+        while pending:
+            if order_outputs:
+                done = [pending.popleft()]
+            else:
+                refs = [ref for _, ref in pending]
+                ready, _ = ray.wait(refs, num_returns=1)
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if len(refs) > 1 else (ready, None)
+                ready_set = set(ready)
+                done = [entry for entry in pending if entry[1] in ready_set]
+                pending = deque(entry for entry in pending if entry[1] not in ready_set)
+            for index, item in itertools.islice(numbered, len(done)):
+                pending.append((index, self._submit_item(item)))
+            for index, ref in done:
+                progress.advance()
+                yield self._outcome(index, ref, return_exceptions)
+        progress.close()
+
+    def _submit_item(self, item: Any) -> ray.ObjectRef:
+        # Beam's quirk: tuples and lists spread as positional arguments; anything else is one argument.
+        args = tuple(item) if isinstance(item, (tuple, list)) else (item,)
+        return self.submit(args, {})
+
+    def _outcome(self, index: int, ref: ray.ObjectRef, return_exceptions: bool) -> Any:
+        try:
+            return ray.get(ref)
+        except RayError as exc:
+            error = translate_error(exc, ref)
+            if return_exceptions:
+                return error
+            print(f"Input {index} failed: {error}", file=sys.stderr)
+            return None
+
+
+def translate_error(exc: RayError, ref: ray.ObjectRef) -> BaseException:
+    """Ray's failure → what a Beam program expects: a TimeoutError naming the function, or RemoteExecutionError."""
+    task_id = ref.task_id().hex()
+    if isinstance(exc, RayTaskError):
+        cause = exc.cause
+        if isinstance(cause, RetryableTaskError):
+            cause = cause.original
+        if isinstance(cause, FunctionTimeoutError):
+            return cause
+        error = RemoteExecutionError(task_id, "ERROR", 1, str(exc))
+        error.__cause__ = cause
+        return error
+    if isinstance(exc, TaskCancelledError):
+        return RemoteExecutionError(task_id, "CANCELLED", 3, str(exc))
+    if isinstance(exc, WorkerCrashedError):
+        return RemoteExecutionError(task_id, "ERROR", -9, str(exc))
+    if isinstance(exc, GetTimeoutError):
+        return RemoteExecutionError(task_id, "TIMEOUT", 4, str(exc))
+    return RemoteExecutionError(task_id, "ERROR", 1, str(exc))
+
+
+class _Progress:
+    """A one-line progress counter on stderr for long maps on a terminal."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        self.enabled = sys.stderr.isatty() and (total is None or total >= _PROGRESS_MIN_ITEMS)
+        self.label, self.total, self.done, self._shown = label, total, 0, 0.0
+
+    def advance(self) -> None:
+        self.done += 1
+        if self.enabled and time.monotonic() - self._shown > 0.2:
+            self._shown = time.monotonic()
+            of = f"/{self.total}" if self.total is not None else ""
+            sys.stderr.write(f"\r=> Map <{self.label}>: {self.done}{of} done")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r=> Map <{self.label}>: {self.done} done\n")
+
+
+def job_runtime_env() -> dict[str, Any]:
+    """The runtime env of this driver's job: where workers find beamray's stores and the user's code."""
+    from beamray import config, secrets
+
+    env_vars = {"BEAMRAY_HOME": str(config.home()), "BEAMRAY_SECRETS": secrets.backend_locator(),
+                "BEAMRAY_DROP_IN": os.environ.get("BEAMRAY_DROP_IN", "0")}
+    runtime_env: dict[str, Any] = {"env_vars": env_vars,
+                                   "worker_process_setup_hook": "beamray.runtime.worker.setup_process"}
+    if not cluster.is_embedded():
+        runtime_env["working_dir"] = os.getcwd()
+    return runtime_env

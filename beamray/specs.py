@@ -1,0 +1,61 @@
+"""What the adapters produce and the Ray side consumes: one frozen dataclass per deployable kind.
+
+Specs import no Ray and hold parsed values only; change one with ``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """A container's size: ``cpu`` in cores, ``memory_mib``, GPU types in priority order."""
+
+    cpu: float = 1.0
+    memory_mib: float = 128
+    gpu: tuple[str, ...] = ()
+    gpu_count: int = 0
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """The parts of a Beam ``Image`` that can change where and how code runs."""
+
+    python_version: str = "python3"
+    python_packages: tuple[str, ...] = ()
+    build_steps: tuple[tuple[str, str], ...] = ()  # (kind, detail) in the order the user added them
+    base_image: str | None = None
+    dockerfile: str | None = None
+    env_vars: tuple[tuple[str, str], ...] = ()
+    build_secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """What a task's process needs around the handler: env, secrets (names only), image, volumes."""
+
+    env: tuple[tuple[str, str], ...] = ()
+    secrets: tuple[str, ...] = ()
+    image: ImageSpec = field(default_factory=ImageSpec)
+    volumes: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """A ``@function`` (also the body of a ``@schedule``): run as Ray tasks."""
+
+    name: str  # deployment name, or the handler's function name
+    app: str
+    handler: str  # "module:function", shown in the Ray dashboard
+    func: Callable[..., Any] = field(compare=False, repr=False)
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    timeout: float | None = 3600.0
+    retries: int = 3
+    retry_for: tuple[type[BaseException], ...] = ()
+    ttl: int = 0
+    callback_url: str = ""
+    headless: bool = False
+

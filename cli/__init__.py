@@ -1,0 +1,1 @@
+"""The ``beamray`` command (installed as ``beamray.cli``); one module per command group."""

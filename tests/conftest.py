@@ -1,0 +1,53 @@
+"""One real local Ray cluster for the whole test session, started through beamray's embedded head.
+
+It has 4 logical CPUs and two fake GPUs typed A10G and H100 (Ray logical resources), its own
+BEAMRAY_HOME and free ports, so tests never touch a developer's cluster. Subprocesses started by tests
+inherit the environment and attach to the same cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def beamray_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("beamray-home")
+    for key in ("BEAMRAY_ADDRESS", "RAY_ADDRESS", "BEAMRAY_TOKEN"):
+        os.environ.pop(key, None)
+    os.environ.update(
+        BEAMRAY_HOME=str(home),
+        BEAMRAY_LOCAL_PORT=str(free_port()),
+        BEAMRAY_HTTP_PORT=str(free_port()),
+        BEAMRAY_LOCAL_CPUS="4",
+        BEAMRAY_LOCAL_GPUS="2",
+        BEAMRAY_LOCAL_RESOURCES=json.dumps({"accelerator_type:A10G": 1, "accelerator_type:H100": 1}),
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_DEDUP_LOGS="0",
+    )
+    return home
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(beamray_home: Path):
+    """The embedded head, started once; every cluster test shares it."""
+    from beamray import cluster
+
+    state = cluster.start_embedded()
+    cluster.connect()
+    yield state
+    import ray
+
+    ray.shutdown()
+    cluster.stop_embedded()
