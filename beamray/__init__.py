@@ -6,6 +6,7 @@ unchanged Beam program the names below. Importing starts no Ray; the cluster is 
 
 from beamray import env
 from beamray.adapters.function import function
+from beamray.adapters.image import Image
 from beamray.adapters.types import GpuType, PythonVersion, QueueDepthAutoscaler, TaskPolicy
 from beamray.cluster import prepare_ray_environment as _prepare_ray_environment
 from beamray.exceptions import ImageBuildError, RemoteExecutionError
@@ -14,6 +15,7 @@ _prepare_ray_environment()
 
 __all__ = [
     "function",
+    "Image",
     "env",
     "GpuType",
     "PythonVersion",

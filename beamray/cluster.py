@@ -141,9 +141,9 @@ def start_embedded(
             "dashboard": _free_port(8265),
             "client": _free_port(10001),
         }
-        # Ray hands out worker ports from 10002 upward; keep the client server clear of them.
-        if not ports["client"] < 10002:
-            ports["client"] = _free_port(9001)
+        # Ray hands out worker ports 10002-19999; keep the client server clear of them.
+        while 10002 <= ports["client"] <= 19999:
+            ports["client"] = _free_port()
         command = [
             sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
             f"--port={ports['gcs']}", f"--dashboard-port={ports['dashboard']}", "--dashboard-host=127.0.0.1",
@@ -253,16 +253,22 @@ def _dashboard_url() -> str | None:
 
 
 def prepare_ray_environment() -> None:
-    """Turn Ray's token auth on in this process when a token exists; it must happen before ``import ray``.
+    """Turn Ray's token auth on in this process when a token exists.
 
-    Ray reads ``RAY_AUTH_MODE`` once, when it is imported; without it a driver cannot reach a cluster
-    that has auth on (every cluster beamray starts). An explicit ``RAY_AUTH_MODE`` is always respected.
+    Ray reads ``RAY_AUTH_MODE`` when it is imported; without it a driver cannot reach a cluster that has
+    auth on (every cluster beamray starts). If Ray is imported already, its cached config is refreshed
+    the way Ray itself does it. An explicit ``RAY_AUTH_MODE`` is always respected.
     """
-    if "ray" in sys.modules or "RAY_AUTH_MODE" in os.environ:
+    if "RAY_AUTH_MODE" in os.environ:
         return
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    if os.environ.get("RAY_AUTH_TOKEN") or token_file.exists():
-        os.environ["RAY_AUTH_MODE"] = "token"
+    if not (os.environ.get("RAY_AUTH_TOKEN") or token_file.exists()):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray" in sys.modules:
+        from ray._raylet import Config
+
+        Config.initialize("")
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -5,7 +5,7 @@ Beam's own names are kept so that existing ``except`` clauses keep working; ours
 
     Exception
     ├── RemoteExecutionError          (Beam, a RuntimeError) a remote call failed
-    ├── ImageBuildError               (Beam) an Image cannot be honoured on this cluster
+    ├── ImageBuildError               (Beam, a RuntimeError) an Image cannot be honoured here
     └── BeamrayError                  anything beamray itself reports
         ├── ClusterError              no cluster, cannot start / reach one
         ├── InfeasibleResourcesError  no node can ever satisfy a resource request
@@ -29,7 +29,7 @@ class RemoteExecutionError(RuntimeError):
         super().__init__(f"Task {task_id} {status} (exit code {exit_code})\n{output}".rstrip())
 
 
-class ImageBuildError(Exception):
+class ImageBuildError(RuntimeError):
     """An ``Image`` step cannot be honoured (Beam's name)."""
 
 

@@ -2,8 +2,12 @@
 
 Where values live (the locator travels to workers in ``BEAMRAY_SECRETS``; values never do):
 - embedded cluster: ``file:$BEAMRAY_HOME/secrets.json``, mode 0600, readable by the local workers;
+  every change happens under an exclusive ``flock`` and replaces the file atomically;
 - any other cluster: ``kv``, Ray's internal KV (namespace ``beamray_secrets``), which lives in the GCS
   (and in its Redis with GCS fault tolerance) and is reachable only with the cluster's auth token.
+
+Each store also keeps beamray's own private values beside the secrets (the callback signing key):
+a file next to ``secrets.json``, or a KV key under ``beamray/`` that no secret name can take.
 """
 
 from __future__ import annotations
@@ -12,14 +16,17 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from beamray.exceptions import SecretNotFoundError
 
 _KV_NAMESPACE = "beamray_secrets"
+_RESERVED_PREFIX = "beamray/"  # KV keys of beamray's own values; "/" is not allowed in a secret name
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -37,50 +44,151 @@ def backend_locator() -> str:
     return f"file:{config.home() / 'secrets.json'}" if cluster.is_embedded() else "kv"
 
 
+def validate_name(name: str) -> str:
+    """A secret becomes an env var: its name must be one (``[A-Za-z_][A-Za-z0-9_]*``)."""
+    if not name:
+        raise ValueError("Secret name must not be empty.")
+    if not _NAME.fullmatch(name):
+        raise ValueError(
+            f"Invalid secret name {name!r}: it becomes an environment variable, so use letters, digits and "
+            "underscores, not starting with a digit (e.g. AWS_ACCESS_KEY)."
+        )
+    return name
+
+
 class _FileBackend:
     def __init__(self, path: Path) -> None:
         self.path = path
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, dict]]:
-        lock_path = self.path.with_suffix(".lock")
-        with open(lock_path, "a") as lock:
+    def _lock(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "r+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            records = json.loads(self.path.read_text()) if self.path.exists() else {}
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _records(self) -> Iterator[dict[str, dict]]:
+        """The records under the lock; changes made to them are written back atomically."""
+        from beamray.config import write_private
+
+        with self._lock():
+            records = self.read()
             snapshot = json.dumps(records, sort_keys=True)
             yield records
             if json.dumps(records, sort_keys=True) != snapshot:
-                from beamray.config import write_private
-
                 write_private(self.path, json.dumps(records, indent=2))
 
     def read(self) -> dict[str, dict]:
-        return json.loads(self.path.read_text()) if self.path.exists() else {}
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        try:
+            return json.loads(text) if text.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"The secrets store {self.path} is not valid JSON ({exc}); fix or delete it.") from exc
 
-    def write(self, name: str, record: dict | None) -> None:
-        with self._locked() as records:
-            if record is None:
-                records.pop(name, None)
-            else:
-                records[name] = record
+    def get(self, name: str) -> dict | None:
+        return self.read().get(name)
+
+    def insert(self, name: str, record: dict) -> bool:
+        with self._records() as records:
+            if name in records:
+                return False
+            records[name] = record
+            return True
+
+    def update(self, name: str, value: str, now: float) -> dict | None:
+        with self._records() as records:
+            if name not in records:
+                return None
+            records[name] = {**records[name], "value": value, "updated_at": now}
+            return records[name]
+
+    def remove(self, name: str) -> bool:
+        with self._records() as records:
+            return records.pop(name, None) is not None
+
+    def private_value(self, name: str, make: Callable[[], str]) -> str:
+        """beamray's own value ``name``, stored 0600 beside the secrets; created by ``make`` once."""
+        from beamray.config import write_private
+
+        path = self.path.parent / name
+        with contextlib.suppress(FileNotFoundError):
+            value = path.read_text().strip()
+            if value:
+                return value
+        with self._lock():
+            value = path.read_text().strip() if path.exists() else ""
+            if not value:
+                value = make()
+                write_private(path, value)
+            return value
 
 
 class _KVBackend:
+    def _get(self, key: str) -> dict | None:
+        from ray.experimental import internal_kv
+
+        raw = internal_kv._internal_kv_get(key.encode(), namespace=_KV_NAMESPACE)
+        return json.loads(raw) if raw else None
+
     def read(self) -> dict[str, dict]:
         from ray.experimental import internal_kv
 
-        keys = internal_kv._internal_kv_list(b"", namespace=_KV_NAMESPACE)
-        return {key.decode(): json.loads(internal_kv._internal_kv_get(key, namespace=_KV_NAMESPACE))
-                for key in keys}
+        records = {}
+        for key in internal_kv._internal_kv_list(b"", namespace=_KV_NAMESPACE):
+            name = key.decode()
+            if name.startswith(_RESERVED_PREFIX):
+                continue
+            record = self._get(name)
+            if record is not None:  # deleted since the listing
+                records[name] = record
+        return records
 
-    def write(self, name: str, record: dict | None) -> None:
+    def get(self, name: str) -> dict | None:
+        return None if name.startswith(_RESERVED_PREFIX) else self._get(name)
+
+    def insert(self, name: str, record: dict) -> bool:
         from ray.experimental import internal_kv
 
+        existed = internal_kv._internal_kv_put(name.encode(), json.dumps(record).encode(), overwrite=False,
+                                               namespace=_KV_NAMESPACE)
+        return not existed
+
+    def update(self, name: str, value: str, now: float) -> dict | None:
+        from ray.experimental import internal_kv
+
+        record = self.get(name)
         if record is None:
-            internal_kv._internal_kv_del(name.encode(), namespace=_KV_NAMESPACE)
-        else:
-            internal_kv._internal_kv_put(name.encode(), json.dumps(record).encode(), overwrite=True,
-                                         namespace=_KV_NAMESPACE)
+            return None
+        record = {**record, "value": value, "updated_at": now}
+        internal_kv._internal_kv_put(name.encode(), json.dumps(record).encode(), overwrite=True,
+                                     namespace=_KV_NAMESPACE)
+        return record
+
+    def remove(self, name: str) -> bool:
+        from ray.experimental import internal_kv
+
+        if name.startswith(_RESERVED_PREFIX):
+            return False
+        return bool(internal_kv._internal_kv_del(name.encode(), namespace=_KV_NAMESPACE))
+
+    def private_value(self, name: str, make: Callable[[], str]) -> str:
+        from ray.experimental import internal_kv
+
+        key = f"{_RESERVED_PREFIX}{name}".encode()
+        raw = internal_kv._internal_kv_get(key, namespace=_KV_NAMESPACE)
+        if not raw:
+            # overwrite=False: when two processes race, the first value stored wins and both read it back.
+            internal_kv._internal_kv_put(key, make().encode(), overwrite=False, namespace=_KV_NAMESPACE)
+            raw = internal_kv._internal_kv_get(key, namespace=_KV_NAMESPACE)
+        return raw.decode()
 
 
 def _backend(locator: str | None = None) -> _FileBackend | _KVBackend:
@@ -93,35 +201,40 @@ def _backend(locator: str | None = None) -> _FileBackend | _KVBackend:
     return _KVBackend()
 
 
+def _not_found(name: str) -> SecretNotFoundError:
+    return SecretNotFoundError(f"Secret '{name}' not found. Create it with `beamray secret create {name} VALUE`.")
+
+
 def list_secrets() -> list[SecretRecord]:
     return [SecretRecord(name=name, **record) for name, record in sorted(_backend().read().items())]
 
 
 def show(name: str) -> SecretRecord:
-    record = _backend().read().get(name)
+    record = _backend().get(name)
     if record is None:
-        raise SecretNotFoundError(f"Secret '{name}' not found. Create it with `beamray secret create {name} VALUE`.")
+        raise _not_found(name)
     return SecretRecord(name=name, **record)
 
 
 def create(name: str, value: str) -> SecretRecord:
-    backend = _backend()
-    if name in backend.read():
-        raise ValueError(f"Secret '{name}' already exists; change it with `beamray secret modify {name} VALUE`.")
+    validate_name(name)
     now = time.time()
-    backend.write(name, {"value": value, "created_at": now, "updated_at": now})
-    return show(name)
+    record = {"value": value, "created_at": now, "updated_at": now}
+    if not _backend().insert(name, record):
+        raise ValueError(f"Secret '{name}' already exists; change it with `beamray secret modify {name} VALUE`.")
+    return SecretRecord(name=name, **record)
 
 
 def modify(name: str, value: str) -> SecretRecord:
-    record = show(name)
-    _backend().write(name, {"value": value, "created_at": record.created_at, "updated_at": time.time()})
-    return show(name)
+    record = _backend().update(name, value, time.time())
+    if record is None:
+        raise _not_found(name)
+    return SecretRecord(name=name, **record)
 
 
 def delete(name: str) -> None:
-    show(name)
-    _backend().write(name, None)
+    if not _backend().remove(name):
+        raise _not_found(name)
 
 
 def load_many(names: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -137,3 +250,8 @@ def load_many(names: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 def load(name: str) -> str:
     return load_many([name])[name]
+
+
+def private_value(name: str, make: Callable[[], str]) -> str:
+    """beamray's own value ``name`` kept in the secrets' store (never listed as a secret), made once."""
+    return _backend().private_value(name, make)

@@ -11,9 +11,9 @@ import re
 from typing import Any, Iterable, Sequence
 from urllib.parse import urlparse
 
-from beamray.adapters.types import Autoscaler, GpuType, QueueDepthAutoscaler, TaskPolicy
+from beamray.adapters.types import GpuType, QueueDepthAutoscaler, TaskPolicy
 
-_CPU_MILLICORES = re.compile(r"^\d+m$")
+_CPU_MILLICORES = re.compile(r"\d+m")
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)([a-z]*)")
 _MEMORY_UNITS = {"": 1, "m": 1, "mb": 1, "mi": 1, "mib": 1, "g": 1000, "gb": 1000, "gi": 1024, "gib": 1024}
 
@@ -25,7 +25,7 @@ def parse_cpu(cpu: Any) -> int:
             raise ValueError("CPU value out of range. Must be between 0.1 and 64 cores.")
         return int(cpu * 1000)
     if isinstance(cpu, str):
-        if not _CPU_MILLICORES.match(cpu):
+        if not _CPU_MILLICORES.fullmatch(cpu):  # fullmatch: "100m\n" is a format error, as in the SDK
             raise ValueError("Invalid CPU string format. Must be a digit followed by 'm' (e.g., '1000m').")
         millicores = int(cpu[:-1])
         if not 100 <= millicores <= 64000:
@@ -82,7 +82,7 @@ def parse_gpu(gpu: Any) -> tuple[str, ...]:
     """A type or a priority list → the normalised GpuType values in priority order (empty: no GPU)."""
     if isinstance(gpu, (str, GpuType)):
         items: Sequence[Any] = [gpu] if str(gpu.value if isinstance(gpu, GpuType) else gpu) else []
-    elif isinstance(gpu, (list, tuple)):
+    elif isinstance(gpu, list):  # the SDK accepts a list only; a tuple is "Invalid GPU type"
         items = gpu
     else:
         raise ValueError("Invalid GPU type")
@@ -184,7 +184,7 @@ def apply_task_policy(policy: TaskPolicy | None, retries: int, timeout: Any) -> 
 def parse_autoscaler(autoscaler: Any) -> QueueDepthAutoscaler:
     if autoscaler is None:
         return QueueDepthAutoscaler()
-    if not isinstance(autoscaler, Autoscaler):
+    if type(autoscaler) is not QueueDepthAutoscaler:  # the SDK looks the exact type up in _AUTOSCALER_TYPES
         raise ValueError(f"Invalid Autoscaler class: {type(autoscaler).__name__}")
     if autoscaler.min_containers < 0 or autoscaler.max_containers < max(1, autoscaler.min_containers):
         raise ValueError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import sys
 import time
 import uuid
@@ -17,9 +18,11 @@ from beamray import cluster
 from beamray.context import FunctionContext, wants_context
 from beamray.exceptions import RemoteExecutionError
 from beamray.runtime import resources as resource_options
+from beamray.runtime.image import image_runtime_env
 from beamray.runtime.worker import FunctionTimeoutError, RetryableTaskError, deadline, task_environment
 from beamray.specs import FunctionSpec
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 MAP_WINDOW = int(os.environ.get("BEAMRAY_MAP_WINDOW", "1000"))
 _PROGRESS_MIN_ITEMS = 100
 
@@ -101,6 +104,9 @@ class FunctionRunner:
             options = resource_options.resolve(self.spec.resources, what)
             options.update(name=self.spec.handler, max_retries=self.spec.retries,
                            retry_exceptions=[RetryableTaskError] if self.spec.retry_for else False)
+            image_env = image_runtime_env(self.spec.runtime.image, what)
+            if image_env:
+                options["runtime_env"] = image_env
             self._options = options
         else:
             resource_options.check_feasible(self._options, what)
@@ -110,8 +116,15 @@ class FunctionRunner:
         remote = self._remote_function()
         return remote.options(**self._task_options()).remote(*args, **kwargs)
 
+    def submit_headless(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ray.ObjectRef:
+        """Submit through a detached owner, so the task outlives this process (``headless=True``)."""
+        remote = self._remote_function()
+        owner = _HeadlessOwner.options(name="beamray-headless-owner", namespace=cluster.NAMESPACE,
+                                       lifetime="detached", get_if_exists=True).remote()
+        return owner.run.remote(remote, self._task_options(), args, kwargs)
+
     def call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        ref = self.submit(args, kwargs)
+        ref = self.submit_headless(args, kwargs) if self.spec.headless else self.submit(args, kwargs)
         try:
             return ray.get(ref)
         except KeyboardInterrupt:
@@ -119,7 +132,8 @@ class FunctionRunner:
                 ray.cancel(ref, force=True)
             raise
         except RayError as exc:
-            raise translate_error(exc, ref) from None
+            error = translate_error(exc, ref)
+            raise error from error.__cause__
 
     def map(self, inputs: Iterable[Any], *, order_outputs: bool = True,
             return_exceptions: bool = False) -> Iterator[Any]:
@@ -163,16 +177,26 @@ class FunctionRunner:
             return None
 
 
+@ray.remote(num_cpus=0, max_concurrency=1000)
+class _HeadlessOwner:
+    """Owns headless tasks: Ray stops a task when its owner exits, and this actor is detached."""
+
+    def run(self, remote: Any, options: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return ray.get(remote.options(**options).remote(*args, **kwargs))
+
+
 def translate_error(exc: RayError, ref: ray.ObjectRef) -> BaseException:
     """Ray's failure → what a Beam program expects: a TimeoutError naming the function, or RemoteExecutionError."""
     task_id = ref.task_id().hex()
     if isinstance(exc, RayTaskError):
         cause = exc.cause
+        while isinstance(cause, RayTaskError):  # headless calls nest the task's error in the owner's
+            cause = cause.cause
         if isinstance(cause, RetryableTaskError):
             cause = cause.original
         if isinstance(cause, FunctionTimeoutError):
             return cause
-        error = RemoteExecutionError(task_id, "ERROR", 1, str(exc))
+        error = RemoteExecutionError(task_id, "ERROR", 1, _ANSI.sub("", str(exc)))
         error.__cause__ = cause
         return error
     if isinstance(exc, TaskCancelledError):

@@ -1,0 +1,67 @@
+"""``beamray cluster up | down | status``: the embedded local Ray head."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from beamray import cluster
+from beamray.cli.common import beamray_errors, json_option, print_json, say
+
+
+@click.group("cluster")
+def cluster_group() -> None:
+    """Start, stop and inspect the Ray cluster beamray uses."""
+
+
+@cluster_group.command()
+@click.option("--num-cpus", type=float, help="Logical CPUs of the embedded head (default: max(4, cores)).")
+@click.option("--num-gpus", type=int, help="GPUs to advertise (default: what Ray detects).")
+@click.option("--resources", help='Extra Ray resources as JSON, e.g. \'{"RTX4090": 1}\'.')
+@beamray_errors
+def up(num_cpus: float | None, num_gpus: int | None, resources: str | None) -> None:
+    """Start the embedded local cluster (kept running after this command exits)."""
+    if cluster.config.configured_address():
+        raise click.ClickException(
+            f"BEAMRAY_ADDRESS/RAY_ADDRESS point at {cluster.config.configured_address()}; "
+            "`cluster up` manages only the embedded cluster. Unset them first."
+        )
+    try:
+        extra = json.loads(resources) if resources else None
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--resources") from exc
+    already = cluster.embedded_state() is not None
+    state = cluster.start_embedded(num_cpus=num_cpus, num_gpus=num_gpus, resources=extra)
+    say(f"Cluster {'already running' if already else 'started'} at {state['address']}")
+    say(f"Dashboard: {state['dashboard_url']}")
+
+
+@cluster_group.command()
+@beamray_errors
+def down() -> None:
+    """Stop the embedded cluster and everything running on it."""
+    say("Cluster stopped" if cluster.stop_embedded() else "No embedded cluster is running")
+
+
+@cluster_group.command()
+@json_option
+@beamray_errors
+def status(as_json: bool) -> None:
+    """Show whether the cluster runs, where, and its resources."""
+    info = cluster.info()
+    if as_json:
+        print_json(info)
+        return
+    if not info.running:
+        say("Embedded cluster is not running (it starts on first use, or with `beamray cluster up`)")
+        return
+    say(f"Cluster running at {info.address}{' (embedded)' if info.embedded else ''}")
+    say(f"Dashboard: {info.dashboard_url}")
+    say(f"Gateway: {info.gateway_url}")
+    for key, value in sorted(info.resources.items()):
+        shown = f"{value / 2**30:.1f} GiB" if key in ("memory", "object_store_memory") else f"{value:g}"
+        click.echo(f"   {key}: {shown}")
+
+
+COMMANDS = [cluster_group]
