@@ -306,3 +306,30 @@ def _task_running(ray_cluster, name: str) -> bool:
 
     tasks = list_tasks(address=ray_cluster["dashboard_url"], limit=10000)
     return any(task.name.endswith(name) and task.state == "RUNNING" for task in tasks)
+
+
+@function(cpu=0.25, secrets=["VISIBILITY_PROBE"])
+def read_probe_secret():
+    return os.environ["VISIBILITY_PROBE"]
+
+
+def test_secret_values_never_appear_in_ray_state_or_job_metadata(ray_cluster):
+    from ray.util.state import list_actors, list_jobs, list_tasks
+
+    from beamray import secrets
+
+    value = "s3cr3t-" + os.urandom(8).hex()
+    secrets.create("VISIBILITY_PROBE", value)
+    try:
+        assert read_probe_secret.remote() == value
+        address = ray_cluster["dashboard_url"]
+        deadline = time.monotonic() + 30
+        tasks: list = []
+        while "read_probe_secret" not in repr(tasks) and time.monotonic() < deadline:
+            time.sleep(0.5)  # task events reach the state API after a short delay
+            tasks = list_tasks(address=address, detail=True, limit=10000)
+        assert "read_probe_secret" in repr(tasks)  # the listing does include our task
+        listings = [tasks, list_jobs(address=address), list_actors(address=address, detail=True, limit=10000)]
+        assert value not in repr(listings)
+    finally:
+        secrets.delete("VISIBILITY_PROBE")

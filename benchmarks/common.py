@@ -1,0 +1,177 @@
+"""Shared helpers for beamray's benchmarks: an isolated cluster, timing, statistics and printing.
+
+Every benchmark runs beamray and raw Ray side by side in one driver, against the same cluster, with
+their trials interleaved (A/B/B/A…) so that noise from other work on the machine hits both sides alike.
+Only medians over trials are compared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import click
+
+# What ``@function(cpu=1)`` asks Ray for (beamray.runtime.resources.ray_options): the raw Ray side asks the same.
+RAW_TASK_OPTIONS = {"num_cpus": 1, "memory": 128 * 2**20}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def isolated_cluster(cpus: float | None = None) -> Iterator[dict[str, Any]]:
+    """beamray's embedded head in a fresh BEAMRAY_HOME on free ports, with this process connected as driver.
+
+    The driver connects with the job runtime env beamray itself would use (``job_runtime_env()``), so raw Ray
+    tasks in this driver run in the same kind of workers as beamray's. The head is stopped by pid at the end
+    (never ``ray stop``, which would kill every Ray cluster on the machine).
+    """
+    home = Path(tempfile.mkdtemp(prefix="beamray-bench-"))
+    for key in ("BEAMRAY_ADDRESS", "RAY_ADDRESS"):
+        os.environ.pop(key, None)
+    os.environ.update(BEAMRAY_HOME=str(home), BEAMRAY_LOCAL_PORT=str(free_port()),
+                      BEAMRAY_HTTP_PORT=str(free_port()), RAY_USAGE_STATS_ENABLED="0")
+    if cpus is not None:
+        os.environ["BEAMRAY_LOCAL_CPUS"] = f"{cpus:g}"
+    from beamray import cluster
+
+    started = time.perf_counter()
+    try:
+        state = cluster.start_embedded()
+        click.echo(f"cluster: embedded head at {state['address']} (BEAMRAY_HOME={home}), "
+                   f"started in {time.perf_counter() - started:.1f}s")
+        from beamray.runtime.functions import job_runtime_env
+
+        cluster.connect(job_runtime_env())
+        import ray
+
+        state = dict(state, home=str(home), cpus=ray.cluster_resources().get("CPU"))
+        yield state
+    finally:
+        import ray
+
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        cluster.stop_embedded()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------- timing
+
+def timed(func: Callable[[], Any]) -> float:
+    """Seconds one call of ``func`` takes (time.perf_counter)."""
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+def warm_up(cases: dict[str, Callable[[], Any]], rounds: int = 2) -> None:
+    """Run every case ``rounds`` times, untimed: function export, worker start-up, caches."""
+    for _ in range(rounds):
+        for run in cases.values():
+            run()
+
+
+def interleaved(cases: dict[str, Callable[[], Any]], trials: int) -> dict[str, list[Any]]:
+    """Run each case once per trial, the order reversed every other trial (A B, B A, A B…).
+
+    Returns each case's per-trial results (whatever the case returns).
+    """
+    results: dict[str, list[Any]] = {name: [] for name in cases}
+    names = list(cases)
+    for trial in range(trials):
+        for name in names if trial % 2 == 0 else reversed(names):
+            results[name].append(cases[name]())
+    return results
+
+
+# -------------------------------------------------------------------------------------------- statistics
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0–100), linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("percentile of no values")
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def fmt_mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
+    mean, std = mean_std([v * scale for v in values])
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------------------------- machine
+
+def machine_info() -> dict[str, Any]:
+    import ray
+
+    mem_kib = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    cpu_model = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "ram_gib": round(mem_kib / 2**20, 1),
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "platform": platform.platform(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+def print_machine(info: dict[str, Any]) -> None:
+    click.echo(f"machine: {info['cores']} cores ({info['cpu_model']}), {info['ram_gib']} GiB RAM, "
+               f"python {info['python']}, ray {info['ray']}, {info['platform']}, "
+               f"load {info['loadavg_1m']} (1 min), {info['date']}")
+
+
+# --------------------------------------------------------------------------------------------- printing
+
+def ratio_line(label: str, ratio: float, goal: str, met: bool) -> str:
+    return f"{label} = {ratio:.2f}x (goal {goal}) {'MET' if met else 'MISSED'}"
+
+
+def header(title: str, trials: int, detail: str) -> None:
+    click.echo(f"\n== {title} ==")
+    click.echo(f"{detail}; {trials} trials, beamray and raw Ray interleaved (A/B, B/A, ...)")
+
+
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        Path(path).write_text(json.dumps(payload, indent=2))
+        click.echo(f"wrote {path}")
+

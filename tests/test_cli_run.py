@@ -1,0 +1,44 @@
+"""``beamray run`` runs unchanged Beam programs in a subprocess against the session cluster."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.cluster
+APPS = Path(__file__).parent / "apps"
+
+
+def beamray(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "beamray.cli", *args], capture_output=True, text=True,
+                          timeout=180, cwd=cwd)
+
+
+def test_run_executes_an_unchanged_beam_program(ray_cluster):
+    result = beamray("run", str(APPS / "square_map.py"))
+    assert result.returncode == 0, result.stderr
+    assert [int(line) for line in result.stdout.split()] == [i**2 for i in range(10)]
+
+
+def test_run_passes_arguments_and_resolves_beta9(ray_cluster, tmp_path):
+    result = beamray("run", str(APPS / "beam_features.py"), "hello", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert ast.literal_eval(result.stdout.strip().splitlines()[-1]) == {
+        "tag": "hello", "remote": True, "mode": "test", "has_task": True,
+    }
+
+
+def test_run_reports_a_missing_file():
+    result = beamray("run", "no_such_app.py")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+
+
+def test_run_propagates_the_program_exit_code(ray_cluster, tmp_path):
+    script = tmp_path / "fails.py"
+    script.write_text("import sys\nsys.exit(3)\n")
+    assert beamray("run", str(script)).returncode == 3
