@@ -5,6 +5,7 @@ unchanged Beam program the names below. Importing starts no Ray; the cluster is 
 """
 
 from beamray import env
+from beamray.adapters.endpoint import asgi, endpoint, realtime
 from beamray.adapters.function import function
 from beamray.adapters.image import Image
 from beamray.adapters.types import GpuType, PythonVersion, QueueDepthAutoscaler, TaskPolicy
@@ -15,6 +16,9 @@ _prepare_ray_environment()
 
 __all__ = [
     "function",
+    "endpoint",
+    "asgi",
+    "realtime",
     "Image",
     "env",
     "GpuType",

@@ -68,13 +68,12 @@ def http_port() -> int:
 
 
 def gateway_token() -> str:
-    """The bearer token of the HTTP gateway: ``BEAMRAY_TOKEN``, else one generated once under BEAMRAY_HOME."""
+    """The gateway's bearer token: ``BEAMRAY_TOKEN``, else one generated once beside the cluster's secrets."""
     if os.environ.get("BEAMRAY_TOKEN"):
         return os.environ["BEAMRAY_TOKEN"]
-    path = home() / "token"
-    if not path.exists():
-        write_private(path, _secrets.token_urlsafe(48))
-    return path.read_text().strip()
+    from beamray import secrets
+
+    return secrets.private_value("token", lambda: _secrets.token_urlsafe(48))
 
 
 def write_private(path: Path, text: str) -> None:

@@ -59,3 +59,34 @@ class FunctionSpec:
     callback_url: str = ""
     headless: bool = False
 
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """How a deployment serves traffic: concurrency, scaling, warmth, auth, start-up hook."""
+
+    workers: int = 1
+    concurrent_requests: int = 1
+    keep_warm_seconds: float = 180
+    max_pending_tasks: int = 100
+    authorized: bool = True
+    min_containers: int = 0
+    max_containers: int = 1
+    tasks_per_container: int = 1
+    on_start: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """An ``@endpoint``, ``@asgi`` or ``@realtime`` deployment (``kind`` says which)."""
+
+    kind: str  # "endpoint" | "asgi" | "realtime"
+    name: str
+    app: str
+    handler: str  # "module:function"
+    func: Callable[..., Any] = field(compare=False, repr=False)
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    serving: ServingSpec = field(default_factory=ServingSpec)
+    timeout: float | None = 180.0
+    callback_url: str = ""

@@ -9,7 +9,10 @@ result streaming. Goal (issue): beamray/raw_ray throughput >= 0.9 for ordered ``
 
 from __future__ import annotations
 
+import cProfile
+import io
 import os
+import pstats
 import sys
 import time
 
@@ -32,12 +35,24 @@ def _identity(x):
     return x
 
 
+def _profile(label: str, run, top: int = 30) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    click.echo(f"\n-- cProfile, one run, {label} (by own time) --")
+    click.echo("\n".join(line for line in text.getvalue().splitlines() if line.strip()))
+
+
 @click.command()
 @click.option("--inputs", default=5000, show_default=True, help="Inputs per .map call.")
 @click.option("--trials", default=5, show_default=True, help="Timed trials per case.")
 @click.option("--warmup", default=2, show_default=True, help="Untimed rounds of every case first.")
+@click.option("--profile", is_flag=True, help="After timing, cProfile one run of each case.")
 @click.option("--json", "json_path", default=None, help="Also write the figures to this JSON file.")
-def main(inputs: int, trials: int, warmup: int, json_path: str | None) -> None:
+def main(inputs: int, trials: int, warmup: int, profile: bool, json_path: str | None) -> None:
     """Throughput of beamray's .map (ordered and unordered) against raw Ray fan-out."""
     with common.isolated_cluster() as state:
         import ray
@@ -84,6 +99,10 @@ def main(inputs: int, trials: int, warmup: int, json_path: str | None) -> None:
             "cluster_cpus": state["cpus"], "seconds": seconds, "throughput_median": medians,
             "ratio": ordered, "ratio_unordered": unordered, "goal": GOAL, "met": ordered >= GOAL,
         })
+
+        if profile:
+            for name, run in cases.items():
+                _profile(name, run)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import platform
 import shutil
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -33,8 +34,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def isolated_cluster(cpus: float | None = None) -> Iterator[dict[str, Any]]:
+def isolated_cluster(cpus: float | None = None, connect: bool = True) -> Iterator[dict[str, Any]]:
     """beamray's embedded head in a fresh BEAMRAY_HOME on free ports, with this process connected as driver.
+
+    ``connect=False`` leaves this process off the cluster (for benchmarks that drive it from subprocesses,
+    which inherit BEAMRAY_HOME and so find the same head).
 
     The driver connects with the job runtime env beamray itself would use (``job_runtime_env()``), so raw Ray
     tasks in this driver run in the same kind of workers as beamray's. The head is stopped by pid at the end
@@ -54,18 +58,19 @@ def isolated_cluster(cpus: float | None = None) -> Iterator[dict[str, Any]]:
         state = cluster.start_embedded()
         click.echo(f"cluster: embedded head at {state['address']} (BEAMRAY_HOME={home}), "
                    f"started in {time.perf_counter() - started:.1f}s")
-        from beamray.runtime.functions import job_runtime_env
+        state = dict(state, home=str(home), cpus=cluster.local_cpus())
+        if connect:
+            from beamray.runtime.functions import job_runtime_env
 
-        cluster.connect(job_runtime_env())
-        import ray
+            cluster.connect(job_runtime_env())
+            import ray
 
-        state = dict(state, home=str(home), cpus=ray.cluster_resources().get("CPU"))
+            state["cpus"] = ray.cluster_resources().get("CPU")
         yield state
     finally:
-        import ray
-
-        with contextlib.suppress(Exception):
-            ray.shutdown()
+        if "ray" in sys.modules:
+            with contextlib.suppress(Exception):
+                sys.modules["ray"].shutdown()
         cluster.stop_embedded()
         shutil.rmtree(home, ignore_errors=True)
 
@@ -128,7 +133,7 @@ def fmt_mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2) -
 # ---------------------------------------------------------------------------------------------- machine
 
 def machine_info() -> dict[str, Any]:
-    import ray
+    from importlib.metadata import version
 
     mem_kib = 0
     with contextlib.suppress(OSError):
@@ -147,7 +152,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": cpu_model,
         "ram_gib": round(mem_kib / 2**20, 1),
         "python": platform.python_version(),
-        "ray": ray.__version__,
+        "ray": version("ray"),
         "platform": platform.platform(),
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }

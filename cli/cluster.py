@@ -35,6 +35,13 @@ def up(num_cpus: float | None, num_gpus: int | None, resources: str | None) -> N
     state = cluster.start_embedded(num_cpus=num_cpus, num_gpus=num_gpus, resources=extra)
     say(f"Cluster {'already running' if already else 'started'} at {state['address']}")
     say(f"Dashboard: {state['dashboard_url']}")
+    from beamray import registry
+
+    if any(record.status == "running" for record in registry.Registry().records()):
+        from beamray.serve_bridge import deployments
+
+        deployments.ensure_serve()  # brings stored deployments back
+        say(f"Gateway: {cluster.gateway_url()}")
 
 
 @cluster_group.command()

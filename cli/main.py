@@ -15,9 +15,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from beamray.cli import cluster, config_cmd, run, secret
+    from beamray.cli import cluster, config_cmd, deploy, run, secret
 
-    for module in (cluster, config_cmd, run, secret):
+    for module in (cluster, config_cmd, deploy, run, secret):
         for command in module.COMMANDS:
             cli.add_command(command)
 

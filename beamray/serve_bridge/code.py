@@ -1,0 +1,82 @@
+"""The user's code as a zip archive: shipped to replicas as their ``working_dir`` and kept for restores.
+
+Beam syncs the working directory (minus ``.beamignore``); beamray does the same, content-addressed under
+``$BEAMRAY_HOME/code/<sha>.zip`` so that a restarted cluster can redeploy from it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import os
+import zipfile
+from pathlib import Path
+
+from beamray import config
+
+ALWAYS_IGNORED = (".git", "__pycache__", "*.pyc", ".venv", "venv", ".beamray", "node_modules", ".pytest_cache")
+MAX_BYTES = 256 * 2**20
+
+
+def _ignore_patterns(root: Path) -> list[str]:
+    patterns = list(ALWAYS_IGNORED)
+    ignore_file = root / ".beamignore"
+    if ignore_file.exists():
+        patterns += [line.strip().rstrip("/") for line in ignore_file.read_text().splitlines()
+                     if line.strip() and not line.startswith("#")]
+    return patterns
+
+
+def _ignored(relative: str, patterns: list[str]) -> bool:
+    parts = relative.split("/")
+    return any(fnmatch.fnmatch(part, pattern) for part in parts for pattern in patterns) or any(
+        fnmatch.fnmatch(relative, pattern) for pattern in patterns)
+
+
+def package(root: str | os.PathLike[str]) -> Path:
+    """Zip ``root`` (deterministically) and return the archive's path; identical trees share one archive."""
+    root = Path(root).resolve()
+    patterns = _ignore_patterns(root)
+    buffer = io.BytesIO()
+    total = 0
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for directory, dirnames, filenames in os.walk(root):
+            relative_dir = os.path.relpath(directory, root)
+            dirnames[:] = sorted(d for d in dirnames
+                                 if not _ignored(os.path.normpath(os.path.join(relative_dir, d)), patterns))
+            for filename in sorted(filenames):
+                relative = os.path.normpath(os.path.join(relative_dir, filename)).replace(os.sep, "/")
+                if _ignored(relative, patterns):
+                    continue
+                path = Path(directory) / filename
+                total += path.stat().st_size
+                if total > MAX_BYTES:
+                    raise ValueError(f"{root} holds more than {MAX_BYTES // 2**20} MiB of files to ship; "
+                                     "list large files in .beamignore")
+                info = zipfile.ZipInfo(relative, date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = (path.stat().st_mode & 0o777) << 16
+                archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+    data = buffer.getvalue()
+    target = config.home() / "code" / f"{hashlib.sha256(data).hexdigest()[:32]}.zip"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return target
+
+
+def ship(archive: Path) -> str:
+    """Upload ``archive`` into the cluster's GCS (once per content) and return its ``gcs://`` URI.
+
+    Actors (Serve replicas) cannot take a local ``working_dir``; Ray uploads those only for a driver's
+    job. The upload is content-addressed, so redeploying unchanged code costs one existence check.
+    """
+    from ray._private.runtime_env import packaging
+
+    uri = packaging.get_uri_for_package(archive)
+    if not packaging.package_exists(uri):
+        packaging.upload_package_to_gcs(uri, archive.read_bytes())
+    packaging.pin_runtime_env_uri(uri)  # kept until a replica holds its own reference
+    return uri

@@ -1,0 +1,160 @@
+"""Deploy, list, stop, delete and restore web deployments on Ray Serve.
+
+Every deploy of a name is a new version: its own Serve application ``<name>-v<N>`` at
+``/{kind}/{name}/v<N>``; older versions keep serving until stopped. Records, specs and code archives are
+in the durable store, so ``restore()`` brings running deployments back after a cluster restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+from ray import serve
+
+from beamray import cluster, config, secrets, store
+from beamray.exceptions import BeamrayError
+from beamray.registry import DeploymentRecord, Registry, new_record
+from beamray.runtime import resources
+from beamray.runtime.image import image_runtime_env
+from beamray.serve_bridge import code
+from beamray.serve_bridge.gateway import Gateway
+from beamray.serve_bridge.options import deployment_options
+from beamray.serve_bridge.replica import BeamrayReplica
+from beamray.specs import EndpointSpec
+
+GATEWAY_APP = "beamray-gateway"
+
+
+class DeployError(BeamrayError):
+    """A deployment did not become healthy (e.g. its ``on_start`` raised); the message has the traceback."""
+
+
+def _http_host() -> str:
+    return os.environ.get("BEAMRAY_HTTP_HOST") or ("127.0.0.1" if cluster.is_embedded() else "0.0.0.0")
+
+
+def _base_runtime_env(code_path: str | None) -> dict[str, Any]:
+    """Where replicas find beamray's stores and the user's code; locators only, never secret values."""
+    env_vars = {"BEAMRAY_HOME": str(config.home()), "BEAMRAY_SECRETS": secrets.backend_locator(),
+                "BEAMRAY_STORE": store.locator(), "BEAMRAY_DROP_IN": "1", "BEAMRAY_HTTP_PORT": str(config.http_port())}
+    runtime_env: dict[str, Any] = {"env_vars": env_vars,
+                                   "worker_process_setup_hook": "beamray.runtime.worker.setup_process"}
+    if code_path:
+        runtime_env["working_dir"] = code.ship(Path(code_path))
+    return runtime_env
+
+
+def ensure_serve() -> None:
+    """Start Serve on the gateway port with the gateway app at ``/``; restore deployments on a fresh start."""
+    cluster.connect()
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    applications = serve.status().applications if _serve_running() else None
+    gateway = (applications or {}).get(GATEWAY_APP)
+    if gateway is not None and gateway.status == "RUNNING":
+        return
+    if applications is None:
+        serve.start(http_options={"host": _http_host(), "port": config.http_port()},
+                    logging_config={"enable_access_log": False, "log_level": "WARNING"})
+    app = Gateway.options(ray_actor_options={"num_cpus": 0, "runtime_env": _base_runtime_env(None)})
+    serve.run(app.bind(), name=GATEWAY_APP, route_prefix="/")
+    if applications is None:
+        restore()
+
+
+def _serve_running() -> bool:
+    try:
+        serve.context._connect(raise_if_no_controller_running=True)
+    except Exception:
+        return False
+    return True
+
+
+def _run(spec: EndpointSpec, record: DeploymentRecord, spec_blob: bytes) -> None:
+    what = f"{spec.kind.capitalize()} {spec.name}"
+    actor_options = resources.resolve(spec.resources, what)
+    runtime_env = _base_runtime_env(record.code_path)
+    image_env = image_runtime_env(spec.runtime.image, what)
+    runtime_env["env_vars"].update(image_env.pop("env_vars", {}))
+    runtime_env.update(image_env)
+    actor_options["runtime_env"] = runtime_env
+    options = deployment_options(spec.serving, actor_options)
+    application = BeamrayReplica.options(name=spec.name, **options).bind(spec_blob, vars(record))
+    try:
+        serve.run(application, name=record.app_name, route_prefix=record.route_prefix)
+    except RuntimeError as exc:
+        raise DeployError(f"{what} v{record.version} failed to start:\n{exc}") from exc
+
+
+def deploy(spec: EndpointSpec, code_root: str | os.PathLike[str] | None = None) -> DeploymentRecord:
+    """Deploy ``spec`` as the next version of its name and make it ``latest``."""
+    ensure_serve()
+    registry = Registry()
+    record = new_record(name=spec.name, kind=spec.kind, version=registry.next_version(spec.name),
+                        authorized=spec.serving.authorized, handler=spec.handler, gateway_url=cluster.gateway_url())
+    record.code_path = str(code.package(code_root or os.getcwd()))
+    spec_blob = cloudpickle.dumps(spec)
+    _run(spec, record, spec_blob)
+    registry.save(record, spec_blob)
+    return record
+
+
+def list_deployments() -> list[DeploymentRecord]:
+    return Registry().records()
+
+
+def _matching(identifier: str) -> list[DeploymentRecord]:
+    found = Registry().find(identifier)
+    if not found:
+        raise BeamrayError(f"no deployment matches {identifier!r} (see `beamray deployment list`)")
+    return found
+
+
+def stop(identifier: str) -> list[DeploymentRecord]:
+    """Stop the matching running versions; their records stay (status ``stopped``)."""
+    cluster.connect()
+    registry = Registry()
+    stopped = []
+    for record in _matching(identifier):
+        if record.status == "running":
+            if _serve_running():
+                serve.delete(record.app_name)
+            record = replace(record, status="stopped")
+            registry.save(record)
+        stopped.append(record)
+    return stopped
+
+
+def delete(identifier: str) -> list[DeploymentRecord]:
+    """Stop the matching versions and forget them."""
+    removed = stop(identifier)
+    registry = Registry()
+    for record in removed:
+        registry.remove(record)
+        if record.code_path and not any(r.code_path == record.code_path for r in registry.records()):
+            Path(record.code_path).unlink(missing_ok=True)
+    return removed
+
+
+def restore() -> list[DeploymentRecord]:
+    """Redeploy every running record whose Serve application is missing (after a cluster restart)."""
+    registry = Registry()
+    present = serve.status().applications
+    restored = []
+    for record in registry.records():
+        if record.status != "running" or record.kind not in ("endpoint", "asgi", "realtime"):
+            continue
+        if record.app_name in present:
+            continue
+        spec_blob = registry.spec_blob(record)
+        if spec_blob is None or not Path(record.code_path).exists():
+            continue
+        from beamray.serve_bridge.replica import load_spec
+
+        _run(load_spec(spec_blob), record, spec_blob)
+        restored.append(record)
+    return restored

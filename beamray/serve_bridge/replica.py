@@ -1,0 +1,137 @@
+"""The Serve deployment behind every web deployment: Beam's container around the user's handler.
+
+One replica = one Beam container: the environment (ids, env, secrets) is set for the process, ``on_start``
+runs once, and ``http_app.build_app`` serves the handler. The gateway reaches it through ``forward``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import inspect
+import os
+import sys
+import threading
+from typing import Any, Callable
+
+import cloudpickle
+from ray import serve
+
+from beamray.context import FunctionContext
+from beamray.serve_bridge import http_app
+from beamray.serve_bridge.options import concurrency
+from beamray.specs import EndpointSpec
+
+
+def load_spec(spec_blob: bytes) -> Any:
+    """Unpickle a spec; importing the user's module here counts as Beam's "importing user code"."""
+    os.environ["BETA9_IMPORTING_USER_CODE"] = "true"
+    try:
+        return cloudpickle.loads(spec_blob)
+    finally:
+        os.environ.pop("BETA9_IMPORTING_USER_CODE", None)
+
+
+def run_hook(hook: Callable[[], Any] | None) -> Any:
+    """Run ``on_start`` (awaited when async, in its own loop: the replica's loop may be running)."""
+    if hook is None:
+        return None
+    if not inspect.iscoroutinefunction(hook):
+        return hook()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = asyncio.run(hook())
+        except BaseException as exc:  # re-raised in the constructor's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="beamray-on-start")
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def bearer_check(token: str) -> Callable[[str | None], bool]:
+    expected = f"Bearer {token}".encode()
+    return lambda header: header is not None and hmac.compare_digest(header.encode(), expected)
+
+
+def container_environment(kind: str, record: dict[str, Any], spec: EndpointSpec) -> dict[str, str]:
+    """Beam's container variables plus the spec's env and secrets (values read here, never shipped)."""
+    from beamray import secrets
+    from beamray.runtime.worker import _expand
+
+    secret_values = secrets.load_many(spec.runtime.secrets) if spec.runtime.secrets else {}
+    container_id = f"{kind}-{record['stub_id'][:8]}-{os.urandom(4).hex()}"
+    variables = {"CONTAINER_ID": container_id, "STUB_ID": record["stub_id"], "STUB_TYPE": f"{kind}/deployment",
+                 "TIMEOUT": str(int(spec.timeout or 0)), "WORKERS": str(spec.serving.workers),
+                 "KEEP_WARM_SECONDS": str(int(spec.serving.keep_warm_seconds))}
+    variables.update(secret_values)
+    variables.update({key: _expand(value, secret_values) for key, value in spec.runtime.env})
+    return variables
+
+
+@serve.deployment
+@serve.ingress()
+class BeamrayReplica:
+    def __init__(self, spec_blob: bytes, record: dict[str, Any]) -> None:
+        from beamray import config
+
+        spec: EndpointSpec = load_spec(spec_blob)
+        os.environ.update(container_environment(spec.kind, record, spec))
+        on_start_value = run_hook(spec.serving.on_start)
+        python_version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+        def make_context(task_id: str | None) -> FunctionContext:
+            return FunctionContext(
+                container_id=os.environ["CONTAINER_ID"], stub_id=record["stub_id"],
+                stub_type=f"{spec.kind}/deployment", callback_url=spec.callback_url or None, task_id=task_id,
+                timeout=int(spec.timeout or 0), on_start_value=on_start_value, bind_port=config.http_port(),
+                python_version=python_version,
+            )
+
+        handler: Any = spec.func
+        if spec.kind == "asgi":
+            accepts_context = bool(inspect.signature(spec.func).parameters)
+            handler = spec.func(make_context(None)) if accepts_context else spec.func()
+        authorize = bearer_check(config.gateway_token()) if spec.serving.authorized else None
+        self._app = http_app.build_app(spec.kind, handler, make_context=make_context, authorize=authorize,
+                                       concurrency=concurrency(spec.serving), timeout=spec.timeout)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return self._app
+
+    async def forward(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Serve one HTTP request handed over by the gateway (an alias URL), in-process, buffered."""
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "http",
+            "method": request["method"], "path": request["path"], "raw_path": request["path"].encode(),
+            "root_path": "", "query_string": request["query_string"],
+            "headers": [(key, value) for key, value in request["headers"]],
+            "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 0),
+        }
+        body_sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal body_sent
+            if body_sent:
+                await asyncio.Event().wait()  # nothing more will come; the app decides when it is done
+            body_sent = True
+            return {"type": "http.request", "body": request["body"], "more_body": False}
+
+        response: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
+        chunks: list[bytes] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                response["status"] = message["status"]
+                response["headers"] = list(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self._app(scope, receive, send)
+        response["body"] = b"".join(chunks)
+        return response

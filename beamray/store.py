@@ -1,0 +1,132 @@
+"""A small durable key-value store for beamray's own records (deployments, tasks, queues).
+
+Three backends, chosen by a locator the driver computes and workers receive in ``BEAMRAY_STORE``:
+- ``redis://…`` when ``BEAMRAY_REDIS_URL`` is set (production; survives everything Redis survives);
+- ``sqlite:<path>`` under BEAMRAY_HOME for the embedded cluster (survives ``cluster down && up``);
+- ``raykv`` (Ray's internal KV) for a remote cluster without Redis: as durable as its GCS.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from typing import Protocol
+
+
+class Store(Protocol):
+    def get(self, key: str) -> bytes | None: ...
+    def put(self, key: str, value: bytes) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def scan(self, prefix: str) -> dict[str, bytes]: ...
+
+
+def locator() -> str:
+    """Which store this driver's deployments and tasks use."""
+    from beamray import cluster, config
+
+    if os.environ.get("BEAMRAY_REDIS_URL"):
+        return os.environ["BEAMRAY_REDIS_URL"]
+    return f"sqlite:{config.home() / 'store.db'}" if cluster.is_embedded() else "raykv"
+
+
+class SqliteStore:
+    def __init__(self, path: str) -> None:
+        self._connection = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            row = self._connection.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, value: bytes) -> None:
+        with self._lock:
+            self._connection.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._connection.execute("DELETE FROM kv WHERE key = ?", (key,))
+
+    def scan(self, prefix: str) -> dict[str, bytes]:
+        upper = prefix + "\U0010ffff"
+        with self._lock:
+            rows = self._connection.execute("SELECT key, value FROM kv WHERE key >= ? AND key < ?",
+                                            (prefix, upper)).fetchall()
+        return dict(rows)
+
+
+class RedisStore:
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._client = redis.Redis.from_url(url)
+        self._prefix = "beamray:"
+
+    def get(self, key: str) -> bytes | None:
+        return self._client.get(self._prefix + key)
+
+    def put(self, key: str, value: bytes) -> None:
+        self._client.set(self._prefix + key, value)
+
+    def delete(self, key: str) -> None:
+        self._client.delete(self._prefix + key)
+
+    def scan(self, prefix: str) -> dict[str, bytes]:
+        keys = list(self._client.scan_iter(match=self._prefix + _glob_escape(prefix) + "*", count=500))
+        values = self._client.mget(keys) if keys else []
+        start = len(self._prefix)
+        return {key.decode()[start:]: value for key, value in zip(keys, values) if value is not None}
+
+
+class RayKVStore:
+    _namespace = "beamray_store"
+
+    def get(self, key: str) -> bytes | None:
+        from ray.experimental import internal_kv
+
+        return internal_kv._internal_kv_get(key.encode(), namespace=self._namespace)
+
+    def put(self, key: str, value: bytes) -> None:
+        from ray.experimental import internal_kv
+
+        internal_kv._internal_kv_put(key.encode(), value, overwrite=True, namespace=self._namespace)
+
+    def delete(self, key: str) -> None:
+        from ray.experimental import internal_kv
+
+        internal_kv._internal_kv_del(key.encode(), namespace=self._namespace)
+
+    def scan(self, prefix: str) -> dict[str, bytes]:
+        from ray.experimental import internal_kv
+
+        keys = internal_kv._internal_kv_list(prefix.encode(), namespace=self._namespace)
+        found = {key.decode(): internal_kv._internal_kv_get(key, namespace=self._namespace) for key in keys}
+        return {key: value for key, value in found.items() if value is not None}
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)
+
+
+_opened: dict[str, Store] = {}
+
+
+def open_store(where: str | None = None) -> Store:
+    """The store named by ``where``, ``BEAMRAY_STORE``, or this driver's default; one per process."""
+    where = where or os.environ.get("BEAMRAY_STORE") or locator()
+    if where not in _opened:
+        if where.startswith(("redis://", "rediss://", "unix://")):
+            _opened[where] = RedisStore(where)
+        elif where.startswith("sqlite:"):
+            _opened[where] = SqliteStore(where[len("sqlite:"):])
+        elif where == "raykv":
+            from beamray import cluster
+
+            cluster.connect()
+            _opened[where] = RayKVStore()
+        else:
+            raise ValueError(f"unknown store {where!r}: expected redis://…, sqlite:<path> or raykv")
+    return _opened[where]

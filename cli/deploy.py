@@ -1,0 +1,113 @@
+"""``beamray deploy FILE.py:HANDLER`` and ``beamray deployment list | stop | delete``."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+import click
+
+from beamray.cli.common import beamray_errors, json_option, print_json, say
+from beamray.cli.loading import load_handler
+
+
+@dataclass
+class DeployResult:
+    """What ``beamray deploy --json`` prints (the contract)."""
+
+    deployment_id: str
+    stub_id: str
+    name: str
+    kind: str
+    version: int
+    url: str
+
+
+def _invocation(result: DeployResult, authorized: bool, token: str) -> str:
+    if result.kind == "realtime":
+        return f"websocket: {result.url.replace('http://', 'ws://').replace('https://', 'wss://')}"
+    auth = f" \\\n  -H 'Authorization: Bearer {token}'" if authorized else ""
+    return (f"curl -X POST '{result.url}' \\\n  -H 'Connection: keep-alive' \\\n"
+            f"  -H 'Content-Type: application/json'{auth} \\\n  -d '{{}}'")
+
+
+@click.command()
+@click.argument("handler")
+@click.option("-n", "--name", help="Deployment name (default: the decorator's name, else the function's).")
+@json_option
+@beamray_errors
+def deploy(handler: str, name: str | None, as_json: bool) -> None:
+    """Deploy HANDLER (FILE.py:FUNCTION) as a new version on the cluster."""
+    from beamray import config
+    from beamray.serve_bridge import deployments
+
+    target, root = load_handler(handler)
+    if not hasattr(target, "parent") or not hasattr(target.parent, "spec_for") or not hasattr(target, "deploy"):
+        raise click.BadParameter(f"{handler} is not a deployable Beam object (@endpoint, @asgi, @realtime)",
+                                 param_hint="HANDLER")
+    spec = target.parent.spec_for(target.func, name)
+    if not as_json:
+        say(f"Deploying {spec.kind} {spec.name}")
+    record = deployments.deploy(spec, code_root=root)
+    result = DeployResult(record.deployment_id, record.stub_id, record.name, record.kind, record.version, record.url)
+    if as_json:
+        print_json(result)
+        return
+    say("Deployed 🎉")
+    say(f"Version: v{record.version} (also at {record.url.rsplit('/v', 1)[0]} while latest)"
+        if record.authorized else f"Public URL: {record.url}")
+    say("Invocation details")
+    click.echo("")
+    click.echo(_invocation(result, record.authorized, config.gateway_token()))
+
+
+@click.group("deployment")
+def deployment_group() -> None:
+    """List, stop and delete deployments."""
+
+
+@deployment_group.command("list")
+@json_option
+@beamray_errors
+def list_command(as_json: bool) -> None:
+    """Every deployed version, newest last."""
+    from beamray.serve_bridge import deployments
+
+    records = deployments.list_deployments()
+    if as_json:
+        print_json([vars(record) for record in records])
+        return
+    rows = [("ID", "Name", "Kind", "Version", "Status", "Created", "URL")]
+    for record in records:
+        created = datetime.datetime.fromtimestamp(record.created_at).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append((record.deployment_id[:8], record.name, record.kind, f"v{record.version}", record.status,
+                     created, record.url))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    click.echo(f"\n{len(records)} items")
+
+
+@deployment_group.command()
+@click.argument("identifier")
+@beamray_errors
+def stop(identifier: str) -> None:
+    """Stop IDENTIFIER (a deployment id, NAME for all versions, or NAME:vN)."""
+    from beamray.serve_bridge import deployments
+
+    for record in deployments.stop(identifier):
+        say(f"Stopped {record.name} v{record.version} ({record.deployment_id})")
+
+
+@deployment_group.command()
+@click.argument("identifier")
+@beamray_errors
+def delete(identifier: str) -> None:
+    """Stop and forget IDENTIFIER (a deployment id, NAME for all versions, or NAME:vN)."""
+    from beamray.serve_bridge import deployments
+
+    for record in deployments.delete(identifier):
+        say(f"Deleted {record.name} v{record.version} ({record.deployment_id})")
+
+
+COMMANDS = [deploy, deployment_group]

@@ -1,0 +1,43 @@
+"""Import ``FILE.py:HANDLER`` the way Beam's CLI does: as a module named by its path relative to cwd."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+
+def split_target(target: str) -> tuple[str, str]:
+    file, sep, attribute = target.rpartition(":")
+    if not sep or not file.endswith(".py") or not attribute.isidentifier():
+        raise click.BadParameter(f"{target!r} is not FILE.py:HANDLER (e.g. app.py:handler)", param_hint="HANDLER")
+    if not os.path.isfile(file):
+        raise click.BadParameter(f"file {file!r} does not exist", param_hint="HANDLER")
+    return file, attribute
+
+
+def module_root_and_name(file: str) -> tuple[str, str]:
+    """The directory to import from (shipped as the code) and the dotted module name."""
+    path, cwd = os.path.abspath(file), os.getcwd()
+    root = cwd if path.startswith(cwd + os.sep) else os.path.dirname(path)
+    relative = os.path.splitext(os.path.relpath(path, root))[0]
+    return root, relative.replace(os.sep, ".")
+
+
+def load_handler(target: str) -> tuple[Any, str]:
+    """The decorated object named by ``target`` and the code root; ``beam``/``beta9`` resolve to beamray."""
+    from beamray import drop_in
+
+    file, attribute = split_target(target)
+    root, module_name = module_root_and_name(file)
+    os.environ["BEAMRAY_DROP_IN"] = "1"
+    drop_in.install()
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    module = importlib.import_module(module_name)
+    if not hasattr(module, attribute):
+        raise click.BadParameter(f"{file} has no attribute {attribute!r}", param_hint="HANDLER")
+    return getattr(module, attribute), root
