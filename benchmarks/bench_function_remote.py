@@ -98,7 +98,7 @@ def _components() -> dict[str, float]:
 
 @click.command()
 @click.option("--calls", default=1000, show_default=True, help="Sequential calls per side per trial.")
-@click.option("--trials", default=5, show_default=True, help="Timed trials per side.")
+@click.option("--trials", default=7, show_default=True, help="Timed trials per side.")
 @click.option("--warmup", default=200, show_default=True, help="Untimed calls per side first.")
 @click.option("--profile", "profile_calls", default=0, show_default=True,
               help="After timing, cProfile this many calls of each side and print the top functions.")
@@ -138,6 +138,8 @@ def main(calls: int, trials: int, warmup: int, profile_calls: int, json_path: st
                        f"{summary[name]['calls_per_s']:.0f} calls/s")
         p50_ratio = summary["beamray"]["p50_ms"] / summary["raw_ray"]["p50_ms"]
         p99_ratio = summary["beamray"]["p99_ms"] / summary["raw_ray"]["p99_ms"]
+        paired = common.paired_ratio(summary["beamray"]["p50_ms_trials"], summary["raw_ray"]["p50_ms_trials"])
+        click.echo(f"per-trial p50 ratio, median: {paired:.2f}x")
         click.echo(f"beamray - raw_ray p50 = {summary['beamray']['p50_ms'] - summary['raw_ray']['p50_ms']:+.3f} ms per call")
         click.echo(common.ratio_line("beamray/raw_ray p50 latency", p50_ratio, f"<= {GOAL}", p50_ratio <= GOAL))
         click.echo(f"beamray/raw_ray p99 latency = {p99_ratio:.2f}x")
@@ -145,6 +147,7 @@ def main(calls: int, trials: int, warmup: int, profile_calls: int, json_path: st
         common.write_json(json_path, {
             "benchmark": "function_remote", "calls": calls, "trials": trials, "machine": machine,
             "cluster_cpus": state["cpus"], "summary": summary, "p50_ratio": p50_ratio, "p99_ratio": p99_ratio,
+            "paired_p50_ratio": paired,
             "goal": GOAL, "met": p50_ratio <= GOAL,
         })
         if profile_calls:

@@ -128,12 +128,14 @@ def main(trials: int, warmup: int, profile: bool, json_path: str | None) -> None
                 click.echo(f"{name:12s} median {medians[name]:.3f} s  p99 {common.percentile(values, 99):.3f} s  "
                            f"mean±std {common.fmt_mean_std(values, digits=3)} s  trials {[round(v, 2) for v in values]}")
             ratio = medians["beamray_run"] / medians["raw_ray"]
+            paired = common.paired_ratio(seconds["beamray_run"], seconds["raw_ray"])
+            click.echo(f"per-trial ratio, median: {paired:.2f}x")
             click.echo(f"beamray - raw_ray = {medians['beamray_run'] - medians['raw_ray']:+.3f} s")
             click.echo(common.ratio_line("beamray/raw_ray wall time", ratio, f"<= {GOAL}", ratio <= GOAL))
             machine["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
             common.write_json(json_path, {
                 "benchmark": "run_startup", "trials": trials, "machine": machine, "cluster_cpus": state["cpus"],
-                "seconds": seconds, "median_s": medians, "ratio": ratio, "goal": GOAL, "met": ratio <= GOAL,
+                "seconds": seconds, "median_s": medians, "ratio": ratio, "paired_ratio": paired, "goal": GOAL, "met": ratio <= GOAL,
             })
             if profile:
                 _profile(beamray, raw, env, str(workdir))

@@ -121,6 +121,11 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def paired_ratio(numerator: Sequence[float], denominator: Sequence[float]) -> float:
+    """Median of the per-trial ratios: trials are interleaved, so each pair saw about the same machine load."""
+    return statistics.median(n / d for n, d in zip(numerator, denominator))
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
@@ -180,3 +185,56 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
         Path(path).write_text(json.dumps(payload, indent=2))
         click.echo(f"wrote {path}")
 
+
+
+# -------------------------------------------------------------------------------------- web deployments
+
+def double_app() -> Any:
+    """The raw side of the web benchmarks: FastAPI, ``POST /`` with ``{"x": …}`` → ``{"result": x * 2}``.
+
+    A plain ``def`` handler, so FastAPI runs it in its thread pool, as beamray runs a sync ``@endpoint``.
+    Also the uvicorn factory for the bare-uvicorn baseline (``uvicorn --factory common:double_app``).
+    """
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/")
+    def double(body: dict) -> dict:
+        return {"result": body["x"] * 2}
+
+    return app
+
+
+def http_post(url: str, body: bytes = b'{"x": 21}', headers: dict[str, str] | None = None,
+              timeout: float = 30.0) -> tuple[int, bytes]:
+    """One POST on a fresh connection: (status, body); status 0 when the connection failed."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request("POST", parts.path or "/", body,
+                           {"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+        return response.status, response.read()
+    except OSError:
+        return 0, b""
+    finally:
+        connection.close()
+
+
+def wait_for_200(url: str, headers: dict[str, str] | None = None, timeout: float = 120.0,
+                 interval: float = 0.005) -> int:
+    """POST ``url`` until it answers 200; returns the number of attempts. Raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    attempts = 0
+    status = None
+    while time.monotonic() < deadline:
+        attempts += 1
+        status, _ = http_post(url, headers=headers, timeout=max(1.0, deadline - time.monotonic()))
+        if status == 200:
+            return attempts
+        time.sleep(interval)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout:g}s (last status {status})")

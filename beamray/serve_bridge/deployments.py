@@ -87,7 +87,17 @@ def _run(spec: EndpointSpec, record: DeploymentRecord, spec_blob: bytes) -> None
     try:
         serve.run(application, name=record.app_name, route_prefix=record.route_prefix)
     except RuntimeError as exc:
-        raise DeployError(f"{what} v{record.version} failed to start:\n{exc}") from exc
+        details = _failure_details(record.app_name) or str(exc)
+        serve.delete(record.app_name)  # a failed app would linger and keep restarting replicas
+        raise DeployError(f"{what} v{record.version} failed to start:\n{details}") from exc
+
+
+def _failure_details(app_name: str) -> str:
+    """The replica's traceback, which Serve keeps in the deployment status message."""
+    application = serve.status().applications.get(app_name)
+    if application is None:
+        return ""
+    return "\n".join(d.message for d in application.deployments.values() if d.message) or application.message
 
 
 def deploy(spec: EndpointSpec, code_root: str | os.PathLike[str] | None = None) -> DeploymentRecord:

@@ -161,15 +161,13 @@ async def _send_empty(send: Send, status: int = 200) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-def _relative(scope: Scope) -> tuple[str, bool]:
-    """The path below the mount point, and whether ``scope["path"]`` still includes ``root_path``."""
+def _relative(scope: Scope) -> str:
+    """The path below the mount point, whether or not the server kept ``root_path`` in ``path``."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
-    if not root:
-        return path or "/", True
-    if path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        return path[len(root) :] or "/", True
-    return path or "/", False  # the server stripped the prefix already
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        path = path[len(root) :]
+    return path or "/"
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
@@ -272,6 +270,10 @@ class _Slot:
         self._sem = sem
         self._released = False
         self._detached = False
+
+    @property
+    def detached(self) -> bool:
+        return self._detached
 
     def release(self) -> None:
         if not self._released and not self._detached:
@@ -423,7 +425,7 @@ class _Bridge:
         if inspect.isasyncgen(result):
             task = asyncio.ensure_future(result.aclose())
             task.add_done_callback(_consume)
-        elif not slot._detached:  # a detached generator is still executing in its thread
+        elif not slot.detached:  # a detached generator is still executing in its thread
             self._pool().submit(result.close).add_done_callback(lambda f: f.exception())
 
     # ---- ASGI entry ---------------------------------------------------------------------------
@@ -452,11 +454,11 @@ class _Bridge:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rel, full = _relative(scope)
+        rel = _relative(scope)
         method = scope["method"]
         if rel == "/health" and method in ("GET", "HEAD"):
             if self._app is not None:
-                await self._asgi_health(scope, receive, send, rel, full)
+                await self._asgi_health(scope, receive, send, rel)
             else:
                 await _send_json(send, 200, _HEALTH)
             return
@@ -468,7 +470,7 @@ class _Bridge:
             await _send_empty(send)
             return
         if self._app is not None:
-            await self._asgi_http(scope, receive, send, headers, rel, full)
+            await self._asgi_http(scope, receive, send, headers, rel)
             return
         if rel == "/" and self._kind == "endpoint":
             if method not in ("GET", "POST"):
@@ -568,9 +570,10 @@ class _Bridge:
         )
         # The server keeps answering sends after the client left; watch receive() to stop early.
         gone = asyncio.ensure_future(receive())
+        items = self._items(result, slot, deadline)
         finished = False
         try:
-            async for item in self._items(result, slot, deadline):
+            async for item in items:
                 if gone.done():
                     return
                 await send({"type": "http.response.body", "body": _event(item), "more_body": True})
@@ -582,19 +585,20 @@ class _Bridge:
         finally:
             gone.cancel()
             gone.add_done_callback(_consume)
+            await items.aclose()
             if not finished:
                 self._close_generator(result, slot)
 
     # ---- realtime -----------------------------------------------------------------------------
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rel, full = _relative(scope)
+        rel = _relative(scope)
         headers = _headers(scope)
         if not self._authorized(headers):
             await _ws_reject(scope, receive, send, 401, _UNAUTHORIZED)
             return
         if self._app is not None:
-            await self._app(self._mounted(scope, rel, full), receive, send)
+            await self._app(self._mounted(scope, rel), receive, send)
             return
         if self._kind != "realtime" or rel != "/":
             await _ws_reject(scope, receive, send, 404, _NOT_FOUND)
@@ -640,8 +644,12 @@ class _Bridge:
         try:
             result = await self._call(func, slot, deadline)
             if inspect.isgenerator(result) or inspect.isasyncgen(result):
-                async for item in self._items(result, slot, deadline):
-                    await _ws_send(send, _ws_message(item))
+                items = self._items(result, slot, deadline)
+                try:
+                    async for item in items:
+                        await _ws_send(send, _ws_message(item))
+                finally:
+                    await items.aclose()
                 result = None
             else:
                 await _ws_send(send, _ws_message(result))
@@ -660,7 +668,7 @@ class _Bridge:
 
     # ---- asgi ---------------------------------------------------------------------------------
 
-    def _mounted(self, scope: Scope, rel: str, full: bool) -> Scope:
+    def _mounted(self, scope: Scope, rel: str) -> Scope:
         """The scope the user's app sees: the full path under ``root_path``, as Starlette/FastAPI expect."""
         root = scope.get("root_path", "")
         path = root + rel
@@ -671,7 +679,7 @@ class _Bridge:
         scope["raw_path"] = quote(path).encode("ascii")
         return scope
 
-    async def _asgi_health(self, scope: Scope, receive: Receive, send: Send, rel: str, full: bool) -> None:
+    async def _asgi_health(self, scope: Scope, receive: Receive, send: Send, rel: str) -> None:
         """Beam adds ``/health`` to the app; a ``/health`` the app defines itself wins."""
         assert self._app is not None
         state = {"fallback": False, "sent": False}
@@ -685,7 +693,7 @@ class _Bridge:
             await send(message)
 
         try:
-            await self._app(self._mounted(scope, rel, full), receive, health_send)
+            await self._app(self._mounted(scope, rel), receive, health_send)
         except Exception:
             if state["sent"]:
                 raise
@@ -701,7 +709,6 @@ class _Bridge:
         send: Send,
         headers: dict[bytes, bytes],
         rel: str,
-        full: bool,
     ) -> None:
         """Forward to the user's app under the body limit, the concurrency limit and the timeout.
 
@@ -748,7 +755,7 @@ class _Bridge:
             await _send_error(send, 504, self._timeout_message(), echo)
             return
         try:
-            call = self._app(self._mounted(scope, rel, full), limited_receive, tracking_send)
+            call = self._app(self._mounted(scope, rel), limited_receive, tracking_send)
             try:
                 if started is None:
                     await call

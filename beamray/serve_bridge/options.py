@@ -26,6 +26,7 @@ def deployment_options(serving: ServingSpec, ray_actor_options: dict[str, Any]) 
         "graceful_shutdown_wait_loop_s": GRACEFUL_SHUTDOWN_S,
         "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_S * 5,
         "health_check_period_s": 5,
+        "logging_config": {"enable_access_log": False, "log_level": "WARNING"},
     }
     if serving.min_containers == serving.max_containers:
         options["num_replicas"] = serving.max_containers

@@ -12,11 +12,14 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from fastapi import Body, FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse
 from starlette.responses import PlainTextResponse
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -404,21 +407,66 @@ def test_async_generator_streams_data_events_exactly(serve):
 
 
 def test_stream_items_arrive_as_they_are_produced(serve):
+    gate = threading.Event()
+
     def handler():
         yield "first"
-        time.sleep(0.5)
-        yield "second"
+        yield f"second {gate.wait(5)}"  # False if the first item was held back until the end
 
     base = serve(make("endpoint", handler))
-    started = time.monotonic()
     with httpx.stream("POST", base + "/") as response:
         chunks = response.iter_raw()
         first = next(chunks)
-        first_at = time.monotonic() - started
+        gate.set()
         rest = b"".join(chunks)
     assert first == b'data: {"data": "first"}\n\n'
-    assert first_at < 0.4
-    assert rest == b'data: {"data": "second"}\n\n'
+    assert rest == b'data: {"data": "second True"}\n\n'
+
+
+def test_client_leaving_mid_stream_stops_and_closes_the_generator(serve):
+    closed = threading.Event()
+
+    def handler():
+        try:
+            while True:
+                yield "tick"
+                time.sleep(0.02)
+        finally:
+            closed.set()
+
+    base = serve(make("endpoint", handler))
+    with httpx.stream("POST", base + "/") as response:
+        assert next(response.iter_raw()) == b'data: {"data": "tick"}\n\n'
+    assert closed.wait(5)
+
+
+def test_failure_mid_stream_aborts_the_response(serve):
+    def handler():
+        yield "one"
+        raise ValueError("mid-stream")
+
+    base = serve(make("endpoint", handler))
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.post(base + "/")
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_timeout_mid_stream_aborts_the_response(serve, asynchronous):
+    def sync_handler():
+        yield "one"
+        time.sleep(3)
+        yield "two"
+
+    async def async_handler():
+        yield "one"
+        await asyncio.sleep(3)
+        yield "two"
+
+    base = serve(make("endpoint", async_handler if asynchronous else sync_handler, timeout=0.5))
+    started = time.monotonic()
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.post(base + "/")
+    assert time.monotonic() - started < 2.5
 
 
 def test_handler_exception_is_500_with_traceback(serve):
@@ -474,14 +522,16 @@ def test_sync_handler_timeout_is_504_and_thread_finishes_in_background_holding_i
         return "done"
 
     base = serve(make("endpoint", handler, timeout=1.0, concurrency=1))
+    client = httpx.Client(timeout=10)
     started = time.monotonic()
-    response = httpx.post(base + "/", json={"delay": 1.5})
+    response = client.post(base + "/", json={"delay": 1.5})
     assert response.status_code == 504
     assert response.json() == {"error": "Task timed out after 1s"}
     assert time.monotonic() - started < 1.4
     assert not finished.is_set()
     # the next call queues until the abandoned thread gives its slot back, then runs normally
-    follow = httpx.post(base + "/", json={"delay": 0})
+    follow = client.post(base + "/", json={"delay": 0})
+    client.close()
     assert finished.is_set()
     assert follow.status_code == 200 and follow.json() == "done"
 
@@ -491,21 +541,30 @@ def test_requests_waiting_past_the_timeout_in_the_queue_get_504(serve):
         time.sleep(delay)
         return "ok"
 
-    base = serve(make("endpoint", handler, timeout=0.6, concurrency=1))
+    base = serve(make("endpoint", handler, timeout=1.0, concurrency=1))
     with ThreadPoolExecutor(2) as pool:
-        slow = pool.submit(httpx.post, base + "/", json={"delay": 0.5})
+        slow = pool.submit(httpx.post, base + "/", json={"delay": 0.6})
         time.sleep(0.1)
-        queued = pool.submit(httpx.post, base + "/", json={"delay": 0.5})
+        queued = pool.submit(httpx.post, base + "/", json={"delay": 1.0})
         assert slow.result().status_code == 200
         assert queued.result().status_code == 504
 
 
-def _timed_pair(base: str) -> float:
-    started = time.monotonic()
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: httpx.post(base + "/", json={"delay": 0.5}, timeout=10), range(2)))
+def _timed_pair(base: str, delay: float) -> float:
+    """Wall time of two concurrent calls that each sleep ``delay`` (clients made before the clock starts)."""
+    clients = [httpx.Client(base_url=base, timeout=20) for _ in range(2)]
+    try:
+        for client in clients:
+            client.post("/", json={"delay": 0})  # connect and warm the handler pool
+        started = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda c: c.post("/", json={"delay": delay}), clients))
+        elapsed = time.monotonic() - started
+    finally:
+        for client in clients:
+            client.close()
     assert all(r.status_code == 200 for r in results)
-    return time.monotonic() - started
+    return elapsed
 
 
 def _sleeper(delay: float):
@@ -515,12 +574,12 @@ def _sleeper(delay: float):
 
 def test_concurrency_one_serialises_handler_calls(serve):
     base = serve(make("endpoint", _sleeper, concurrency=1))
-    assert _timed_pair(base) >= 1.0
+    assert _timed_pair(base, 0.5) >= 1.0
 
 
 def test_concurrency_two_runs_handler_calls_in_parallel(serve):
     base = serve(make("endpoint", _sleeper, concurrency=2))
-    assert _timed_pair(base) < 0.95
+    assert _timed_pair(base, 0.6) < 1.1
 
 
 def test_requests_beyond_concurrency_queue_in_the_replica_and_all_succeed(serve):
@@ -557,10 +616,6 @@ def test_build_app_rejects_unknown_kind_and_bad_concurrency():
 
 
 def _fastapi_app(events: list[str] | None = None):
-    from contextlib import asynccontextmanager
-
-    from fastapi import Body, FastAPI, Request, WebSocket
-
     @asynccontextmanager
     async def lifespan(app):
         if events is not None:
@@ -656,9 +711,6 @@ def test_asgi_health_answers_ok_unless_the_app_defines_its_own(serve):
     response = httpx.get(plain + "/health")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
-
     own = FastAPI()
 
     @own.get("/health")
@@ -680,8 +732,6 @@ def test_asgi_body_over_limit_is_413_by_content_length_and_while_streaming(serve
 
 
 def test_asgi_request_that_does_not_start_responding_in_time_is_504(serve):
-    from fastapi import FastAPI
-
     app = FastAPI()
 
     @app.get("/slow")
