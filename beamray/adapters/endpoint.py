@@ -138,8 +138,9 @@ class WebHandle:
     def local(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
 
-    def deploy(self, name: str | None = None, **kwargs: Any) -> tuple[dict[str, Any], bool]:
-        """Deploy a new version; returns Beam's ``(details, ok)`` pair."""
+    def deploy(self, name: str | None = None, context: Any = None, invocation_details_func: Any = None,
+               rollout: str = "auto", **invocation_details_options: Any) -> tuple[dict[str, Any], bool]:
+        """Deploy a new version; returns Beam's ``(details, ok)`` pair (each deploy is a new version)."""
         from beamray.serve_bridge import deployments
 
         record = deployments.deploy(self.parent.spec_for(self.func, name))
