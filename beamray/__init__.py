@@ -7,6 +7,7 @@ unchanged Beam program the names below. Importing starts no Ray; the cluster is 
 from beamray import env
 from beamray.adapters.endpoint import asgi, endpoint, realtime
 from beamray.adapters.function import function
+from beamray.adapters.task_queue import task_queue
 from beamray.adapters.image import Image
 from beamray.adapters.types import GpuType, PythonVersion, QueueDepthAutoscaler, TaskPolicy
 from beamray.cluster import prepare_ray_environment as _prepare_ray_environment
@@ -14,11 +15,21 @@ from beamray.exceptions import ImageBuildError, RemoteExecutionError
 
 _prepare_ray_environment()
 
+
+def __getattr__(name: str):  # Task needs Ray; import it only when asked for
+    if name == "Task":
+        from beamray.tasks.client import Task
+
+        return Task
+    raise AttributeError(f"module 'beamray' has no attribute {name!r}")
+
 __all__ = [
     "function",
     "endpoint",
     "asgi",
     "realtime",
+    "task_queue",
+    "Task",
     "Image",
     "env",
     "GpuType",

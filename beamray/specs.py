@@ -90,3 +90,22 @@ class EndpointSpec:
     serving: ServingSpec = field(default_factory=ServingSpec)
     timeout: float | None = 180.0
     callback_url: str = ""
+
+
+@dataclass(frozen=True)
+class TaskQueueSpec:
+    """A ``@task_queue``: tasks enqueued over HTTP or ``.put()``, run as Ray tasks with Beam's statuses."""
+
+    name: str
+    app: str
+    handler: str
+    func: Callable[..., Any] = field(compare=False, repr=False)
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    serving: ServingSpec = field(default_factory=ServingSpec)
+    timeout: float | None = 3600.0
+    retries: int = 3
+    retry_for: tuple[type[BaseException], ...] = ()
+    ttl: int = 0
+    callback_url: str = ""
+    kind: str = "taskqueue"

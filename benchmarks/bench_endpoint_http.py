@@ -9,7 +9,8 @@ Targets, all on one isolated embedded cluster (the handler returns ``{"result": 
 - ``uvicorn``        the same FastAPI app under bare uvicorn in a subprocess (the ceiling).
 
 Raw deployments use ``ray_actor_options={"num_cpus": 0}``; the beamray endpoint asks ``cpu=0.1`` (neither
-is enforced, both fit a 2-CPU node). Each trial measures every target, the order reversed every other
+is enforced, both fit a 2-CPU node). Raw deployments get beamray's logging config (no access log, WARNING),
+so that logging is not part of the difference; otherwise they keep Serve's defaults. Each trial measures every target, the order reversed every other
 trial: sequential latency (one keep-alive ``http.client`` connection, ``--requests`` POSTs after
 ``--warmup``), then ``wrk`` throughput at each ``--clients`` count (``-t1``, Lua script for POST JSON and
 the Authorization header; 1 s untimed at that count first). Figures are medians over trials.
@@ -50,7 +51,9 @@ SEQ_GOAL = 1.15  # beamray seq p50 / raw Serve (defaults) seq p50
 RPS_GOAL = 1.0  # beamray rps / raw Serve tuned rps at 16 and 32 clients
 MOONSHOT = 0.25  # beamray rps / bare uvicorn rps at 16 clients
 BODY = b'{"x": 21}'
-TARGETS = ("beamray", "beamray_alias", "serve_default", "serve_tuned", "uvicorn")
+# What beamray sets on its deployments (serve_bridge.options): raw Serve gets it too, so that neither side
+# pays for an access log shipped to the driver.
+QUIET_LOGS = {"enable_access_log": False, "log_level": "WARNING"}
 
 
 @endpoint(name="benchdouble", cpu=0.1)
@@ -71,7 +74,8 @@ def haproxy_environment() -> dict[str, str]:
     The defaults (/tmp/haproxy-serve/*, stats :8404, metrics :9101) are shared by every cluster on the
     machine; two HAProxy-mode clusters would fight over them.
     """
-    files = tempfile.mkdtemp(prefix="beamray-haproxy-")
+    # Short: Ray appends a 56-character node id, and HAProxy caps socket paths at 97 characters.
+    files = tempfile.mkdtemp(prefix="hap", dir="/tmp")
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{files}/haproxy.cfg",
@@ -87,7 +91,7 @@ def haproxy_environment() -> dict[str, str]:
 def raw_deployment(max_ongoing_requests: int | None) -> Any:
     from ray import serve
 
-    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": 0}}
+    options: dict[str, Any] = {"ray_actor_options": {"num_cpus": 0}, "logging_config": QUIET_LOGS}
     if max_ongoing_requests is not None:
         options["max_ongoing_requests"] = max_ongoing_requests
 
@@ -273,6 +277,7 @@ def listening_sockets(head_pid: int) -> list[dict[str, Any]]:
             continue
         address = columns[3]
         host = address.rsplit(":", 1)[0].strip("[]")
+        host = host.removeprefix("::ffff:")
         found.append({"address": address, "process": mine[0][0],
                       "loopback": host.startswith("127.") or host == "::1"})
     return sorted(found, key=lambda s: (s["loopback"], s["process"], s["address"]))
@@ -282,7 +287,8 @@ def listening_sockets(head_pid: int) -> list[dict[str, Any]]:
 
 def _measure(target: dict[str, Any], clients: list[int], duration: float, requests: int, warmup: int,
              use_wrk: bool) -> dict[str, Any]:
-    result: dict[str, Any] = {"seq": sequential(target["url"], target["headers"], requests, warmup), "load": {}}
+    result: dict[str, Any] = {"seq": sequential(target["url"], target["headers"], requests, warmup), "load": {},
+                              "loadavg_1m": os.getloadavg()[0]}
     for count in clients:
         if use_wrk:
             wrk(target["url"], target["script"], count, 1)
@@ -298,6 +304,7 @@ def _summarize(per_trial: list[dict[str, Any]], clients: list[int]) -> dict[str,
     seq_p99 = [t["seq"]["p99_ms"] for t in per_trial]
     summary: dict[str, Any] = {"seq_p50_ms": common.median(seq_p50), "seq_p99_ms": common.median(seq_p99),
                                "seq_p50_ms_trials": seq_p50, "seq_errors": sum(t["seq"]["errors"] for t in per_trial),
+                               "loadavg_1m_trials": [round(t["loadavg_1m"], 1) for t in per_trial],
                                "rps": {}, "rps_trials": {}, "load_p50_ms": {}, "load_p99_ms": {}, "load_errors": {}}
     for count in clients:
         loads = [t["load"][count] for t in per_trial]

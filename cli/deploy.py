@@ -43,7 +43,7 @@ def deploy(handler: str, name: str | None, as_json: bool) -> None:
 
     target, root = load_handler(handler)
     if not hasattr(target, "parent") or not hasattr(target.parent, "spec_for") or not hasattr(target, "deploy"):
-        raise click.BadParameter(f"{handler} is not a deployable Beam object (@endpoint, @asgi, @realtime)",
+        raise click.BadParameter(f"{handler} is not a deployable Beam object (@endpoint, @asgi, @realtime, @task_queue)",
                                  param_hint="HANDLER")
     spec = target.parent.spec_for(target.func, name)
     if not as_json:

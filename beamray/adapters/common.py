@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from typing import Any, Callable
 
 from beamray.adapters import parsing
-from beamray.specs import ImageSpec, ResourceSpec, RuntimeSpec
+from beamray.exceptions import UnsupportedFeatureError
+from beamray.specs import ImageSpec, ResourceSpec, RuntimeSpec, ServingSpec
 
 
 def handler_name(func: Callable[..., Any]) -> str:
@@ -45,3 +47,76 @@ class RunnerArgs:
     def runtime_spec(self) -> RuntimeSpec:
         image = self.image.to_spec() if self.image is not None else ImageSpec()
         return RuntimeSpec(env=self.env, secrets=self.secrets, image=image, volumes=self.volumes)
+
+
+# Every deployable decorator's settings with the SDK's defaults; each decorator declares its own
+# positional order of a subset of these (``signature``) and parses them with ``DeployableArgs``.
+DEFAULTS: dict[str, Any] = {
+    "app": "", "cpu": 1.0, "memory": 128, "gpu": "", "gpu_count": 0, "image": None, "timeout": 180,
+    "retries": 3, "workers": 1, "concurrent_requests": 1, "keep_warm_seconds": 180, "max_pending_tasks": 100,
+    "on_start": None, "on_deploy": None, "volumes": None, "disks": None, "secrets": None, "env": None,
+    "name": None, "authorized": True, "autoscaler": None, "callback_url": None, "task_policy": None,
+    "checkpoint_enabled": False, "retry_for": None, "inputs": None, "outputs": None, "pool": None,
+}
+UNSUPPORTED = ("on_deploy", "disks", "inputs", "outputs", "pool", "checkpoint_enabled")
+
+
+def signature(order: tuple[str, ...], **overrides: Any) -> inspect.Signature:
+    """A decorator's public signature: ``order`` of the shared settings, with per-decorator defaults."""
+    defaults = {**DEFAULTS, **overrides}
+    return inspect.Signature([inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                default=defaults[name]) for name in order])
+
+
+class DeployableArgs:
+    """Bind a decorator call to its signature and parse the settings every deployable kind shares."""
+
+    def __init__(self, kind: str, order: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any],
+                 **overrides: Any) -> None:
+        bound = signature(order, **overrides).bind(*args, **kwargs)
+        bound.apply_defaults()
+        self.options = {**DEFAULTS, **overrides, **bound.arguments}
+        for feature in UNSUPPORTED:
+            if self.options.get(feature):
+                raise UnsupportedFeatureError(f"@{kind}({feature}=…) is not supported by beamray yet")
+        options = self.options
+        self.runner_args = RunnerArgs(
+            app=options["app"], cpu=options["cpu"], memory=options["memory"], gpu=options["gpu"],
+            gpu_count=options["gpu_count"], image=options["image"], secrets=options["secrets"], env=options["env"],
+            volumes=options["volumes"], name=options["name"], callback_url=options["callback_url"],
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        return self.options[key]
+
+    def serving(self) -> ServingSpec:
+        options = self.options
+        autoscaler = parsing.parse_autoscaler(options["autoscaler"])
+        return ServingSpec(
+            workers=_positive_int("workers", options["workers"]),
+            concurrent_requests=_positive_int("concurrent_requests", options["concurrent_requests"]),
+            keep_warm_seconds=_non_negative("keep_warm_seconds", options["keep_warm_seconds"]),
+            max_pending_tasks=_positive_int("max_pending_tasks", options["max_pending_tasks"]),
+            authorized=bool(options["authorized"]),
+            min_containers=autoscaler.min_containers, max_containers=autoscaler.max_containers,
+            tasks_per_container=autoscaler.tasks_per_container,
+            on_start=_callable_or_none("on_start", options["on_start"]),
+        )
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _non_negative(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative number of seconds, got {value!r}")
+    return float(value)
+
+
+def _callable_or_none(name: str, value: Any) -> Callable[[], Any] | None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be a function, got {value!r}")
+    return value

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import ray
 from ray import serve
 
 from beamray import cluster, config, secrets, store
@@ -25,7 +26,7 @@ from beamray.serve_bridge import code
 from beamray.serve_bridge.gateway import Gateway
 from beamray.serve_bridge.options import deployment_options
 from beamray.serve_bridge.replica import BeamrayReplica
-from beamray.specs import EndpointSpec
+from beamray.specs import EndpointSpec, TaskQueueSpec
 
 GATEWAY_APP = "beamray-gateway"
 
@@ -38,7 +39,7 @@ def _http_host() -> str:
     return os.environ.get("BEAMRAY_HTTP_HOST") or ("127.0.0.1" if cluster.is_embedded() else "0.0.0.0")
 
 
-def _base_runtime_env(code_path: str | None) -> dict[str, Any]:
+def base_runtime_env(code_path: str | None) -> dict[str, Any]:
     """Where replicas find beamray's stores and the user's code; locators only, never secret values."""
     env_vars = {"BEAMRAY_HOME": str(config.home()), "BEAMRAY_SECRETS": secrets.backend_locator(),
                 "BEAMRAY_STORE": store.locator(), "BEAMRAY_DROP_IN": "1", "BEAMRAY_HTTP_PORT": str(config.http_port())}
@@ -60,7 +61,7 @@ def ensure_serve() -> None:
     if applications is None:
         serve.start(http_options={"host": _http_host(), "port": config.http_port()},
                     logging_config={"enable_access_log": False, "log_level": "WARNING"})
-    app = Gateway.options(ray_actor_options={"num_cpus": 0, "runtime_env": _base_runtime_env(None)})
+    app = Gateway.options(ray_actor_options={"num_cpus": 0, "runtime_env": base_runtime_env(None)})
     serve.run(app.bind(), name=GATEWAY_APP, route_prefix="/")
     if applications is None:
         restore()
@@ -74,14 +75,23 @@ def _serve_running() -> bool:
     return True
 
 
-def _run(spec: EndpointSpec, record: DeploymentRecord, spec_blob: bytes) -> None:
+def _runtime(spec: Any, record: DeploymentRecord) -> tuple[str, dict[str, Any]]:
+    """Ray options for the spec's containers (feasibility checked), with code, stores and image."""
     what = f"{spec.kind.capitalize()} {spec.name}"
     actor_options = resources.resolve(spec.resources, what)
-    runtime_env = _base_runtime_env(record.code_path)
+    runtime_env = base_runtime_env(record.code_path)
     image_env = image_runtime_env(spec.runtime.image, what)
     runtime_env["env_vars"].update(image_env.pop("env_vars", {}))
     runtime_env.update(image_env)
     actor_options["runtime_env"] = runtime_env
+    return what, actor_options
+
+
+def _run(spec: Any, record: DeploymentRecord, spec_blob: bytes) -> None:
+    what, actor_options = _runtime(spec, record)
+    if spec.kind == "taskqueue":
+        _register_queue(spec, record, spec_blob, actor_options)
+        return
     options = deployment_options(spec.serving, actor_options)
     application = BeamrayReplica.options(name=spec.name, **options).bind(spec_blob, vars(record))
     try:
@@ -92,6 +102,32 @@ def _run(spec: EndpointSpec, record: DeploymentRecord, spec_blob: bytes) -> None
         raise DeployError(f"{what} v{record.version} failed to start:\n{details}") from exc
 
 
+def _register_queue(spec: TaskQueueSpec, record: DeploymentRecord, spec_blob: bytes,
+                    actor_options: dict[str, Any]) -> None:
+    from beamray.tasks import client
+
+    serving = spec.serving
+    runtime_env = actor_options.pop("runtime_env")
+    config = {
+        "queue": record.app_name, "name": spec.name, "stub_id": record.stub_id, "handler": spec.handler,
+        "ray_options": actor_options, "runtime_env": runtime_env, "timeout": spec.timeout,
+        "retries": spec.retries, "ttl": spec.ttl, "callback_url": spec.callback_url,
+        "max_pending_tasks": serving.max_pending_tasks, "workers": serving.workers,
+        "min_containers": serving.min_containers, "max_containers": serving.max_containers,
+        "tasks_per_container": serving.tasks_per_container,
+        "public_config": {"handler": spec.handler, "workers": serving.workers, "timeout": spec.timeout,
+                          "max_pending_tasks": serving.max_pending_tasks, "callback_url": spec.callback_url,
+                          "keep_warm_seconds": serving.keep_warm_seconds, "authorized": serving.authorized,
+                          "task_policy": {"max_retries": spec.retries, "timeout": spec.timeout, "ttl": spec.ttl},
+                          "autoscaler": {"type": "queue_depth", "max_containers": serving.max_containers,
+                                         "tasks_per_container": serving.tasks_per_container,
+                                         "min_containers": serving.min_containers},
+                          "runtime": {"cpu": int(spec.resources.cpu * 1000), "memory": spec.resources.memory_mib,
+                                      "gpu": ",".join(spec.resources.gpu), "gpu_count": spec.resources.gpu_count}},
+    }
+    ray.get(client.service().register_queue.remote(config, spec_blob))
+
+
 def _failure_details(app_name: str) -> str:
     """The replica's traceback, which Serve keeps in the deployment status message."""
     application = serve.status().applications.get(app_name)
@@ -100,7 +136,8 @@ def _failure_details(app_name: str) -> str:
     return "\n".join(d.message for d in application.deployments.values() if d.message) or application.message
 
 
-def deploy(spec: EndpointSpec, code_root: str | os.PathLike[str] | None = None) -> DeploymentRecord:
+def deploy(spec: EndpointSpec | TaskQueueSpec, code_root: str | os.PathLike[str] | None = None
+           ) -> DeploymentRecord:
     """Deploy ``spec`` as the next version of its name and make it ``latest``."""
     ensure_serve()
     registry = Registry()
@@ -131,7 +168,11 @@ def stop(identifier: str) -> list[DeploymentRecord]:
     stopped = []
     for record in _matching(identifier):
         if record.status == "running":
-            if _serve_running():
+            if record.kind == "taskqueue":
+                from beamray.tasks import client
+
+                ray.get(client.service().unregister_queue.remote(record.app_name))
+            elif _serve_running():
                 serve.delete(record.app_name)
             record = replace(record, status="stopped")
             registry.save(record)
@@ -156,7 +197,7 @@ def restore() -> list[DeploymentRecord]:
     present = serve.status().applications
     restored = []
     for record in registry.records():
-        if record.status != "running" or record.kind not in ("endpoint", "asgi", "realtime"):
+        if record.status != "running" or record.kind not in ("endpoint", "asgi", "realtime", "taskqueue"):
             continue
         if record.app_name in present:
             continue

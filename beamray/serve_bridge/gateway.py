@@ -1,13 +1,15 @@
-"""The HTTP gateway at ``/``: Beam's alias URLs, and 404s for everything nobody serves.
+"""The HTTP gateway at ``/``: Beam's alias URLs, task queues, the task API, and 404s.
 
-Each deployed version is its own Serve application at ``/{kind}/{name}/v{N}``, reached by Serve's proxy
-directly (no extra hop). The gateway catches what no version prefix matched: ``/{kind}/{name}``,
-``…/latest``, ``/{kind}/id/{stub}``, ``/{kind}/public/{stub}``, and forwards them to the right
-version's replica through a deployment handle (one extra hop, buffered responses).
+Each deployed web version is its own Serve application at ``/{kind}/{name}/v{N}``, reached by Serve's
+proxy directly (no extra hop). The gateway catches what no version prefix matched: ``/{kind}/{name}``,
+``…/latest``, ``/{kind}/id/{stub}``, ``/{kind}/public/{stub}`` (forwarded to the right version's replica
+through a deployment handle: one extra hop, buffered responses); every ``/taskqueue/…`` URL (a POST
+enqueues into the task service); and Beam's task API under ``/v2/task/``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -15,18 +17,21 @@ from typing import Any
 from ray import serve
 
 from beamray.registry import DeploymentRecord, Registry
+from beamray.serve_bridge.http_app import PayloadError, parse_payload
 
 KINDS = ("endpoint", "asgi", "realtime", "taskqueue", "function", "schedule")
+_SERVED_BY_GATEWAY = ("taskqueue",)  # kinds without a Serve application of their own
 _CACHE_S = 1.0
+MAX_BODY = 16 * 2**20
 
 
-def _json(status: int, body: dict[str, Any]) -> dict[str, Any]:
+def _json(status: int, body: Any) -> dict[str, Any]:
     return {"status": status, "headers": [(b"content-type", b"application/json")],
             "body": json.dumps(body).encode()}
 
 
 class Routes:
-    """Alias path → (record, path inside the deployment), from the registry with a short cache."""
+    """Path → (record, path inside the deployment, public form?), from the registry with a short cache."""
 
     def __init__(self) -> None:
         self._registry = Registry()
@@ -40,7 +45,6 @@ class Routes:
         return self._records
 
     def resolve(self, path: str) -> tuple[DeploymentRecord | None, str, bool]:
-        """The record a path names, the rest of the path, and whether the path is the public form."""
         parts = [part for part in path.split("/") if part]
         if len(parts) < 2 or parts[0] not in KINDS:
             return None, "", False
@@ -52,11 +56,13 @@ class Routes:
                 record = None  # an authorized deployment has no public URL
             return record, "/" + "/".join(rest[2:]), rest[0] == "public"
         name, rest = rest[0], rest[1:]
+        versions = [r for r in self.running() if r.kind == kind and r.name == name]
         if rest and rest[0] == "latest":
             rest = rest[1:]
         elif rest and rest[0].startswith("v") and rest[0][1:].isdigit():
-            return None, "", False  # a version whose own route did not match is not running
-        versions = [r for r in self.running() if r.kind == kind and r.name == name]
+            # A web version whose own route did not match is not running; task queues live here.
+            versions = [r for r in versions if r.version == int(rest[0][1:]) and kind in _SERVED_BY_GATEWAY]
+            rest = rest[1:]
         return (versions[-1] if versions else None), "/" + "/".join(rest), False
 
 
@@ -64,43 +70,147 @@ class GatewayApp:
     """Plain ASGI: bodies and headers pass to the deployment unchanged."""
 
     def __init__(self) -> None:
+        from beamray import config
+        from beamray.serve_bridge.replica import bearer_check
+
         self._routes = Routes()
         self._handles: dict[str, Any] = {}
+        self._authorized = bearer_check(config.gateway_token())
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 4404, "reason": "connect to /realtime/NAME/vN"})
-            return
         if scope["type"] == "lifespan":
             while (message := await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        record, inner_path, _ = self._routes.resolve(scope["path"])
-        if record is None:
-            response = _json(404, {"error": "not found"})
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 4404, "reason": "connect to /realtime/NAME/vN"})
+            return
+        path = scope["path"]
+        if path.startswith("/v2/task/"):
+            if path.rstrip("/").endswith("/subscribe") and scope["method"] == "GET":
+                await self._subscribe(scope, send)
+                return
+            response = await self._task_api(scope, receive)
         else:
-            response = await self._forward(record, inner_path, scope, receive)
+            record, inner_path, public = self._routes.resolve(path)
+            if record is None:
+                response = _json(404, {"error": "not found"})
+            elif record.kind in _SERVED_BY_GATEWAY:
+                response = await self._enqueue(record, inner_path, public, scope, receive)
+            else:
+                response = await self._forward(record, inner_path, scope, receive)
         await send({"type": "http.response.start", "status": response["status"], "headers": response["headers"]})
         await send({"type": "http.response.body", "body": response["body"]})
 
-    async def _forward(self, record: DeploymentRecord, path: str, scope: dict[str, Any], receive: Any
-                       ) -> dict[str, Any]:
+    def _auth_ok(self, scope: dict[str, Any]) -> bool:
+        header = dict(scope.get("headers", [])).get(b"authorization")
+        return self._authorized(header.decode("latin-1") if header else None)
+
+    async def _body(self, receive: Any) -> bytes | None:
         body = bytearray()
         while True:
             message = await receive()
             body.extend(message.get("body", b""))
-            if len(body) > 16 * 2**20:
-                return _json(413, {"error": "payload too large"})
+            if len(body) > MAX_BODY:
+                return None
             if not message.get("more_body"):
-                break
+                return bytes(body)
+
+    async def _forward(self, record: DeploymentRecord, path: str, scope: dict[str, Any], receive: Any
+                       ) -> dict[str, Any]:
+        body = await self._body(receive)
+        if body is None:
+            return _json(413, {"error": "payload too large"})
         handle = self._handles.get(record.app_name)
         if handle is None:
             handle = serve.get_app_handle(record.app_name).options(method_name="forward")
             self._handles[record.app_name] = handle
         request = {"method": scope["method"], "path": path, "query_string": scope.get("query_string", b""),
-                   "headers": list(scope.get("headers", [])), "body": bytes(body)}
+                   "headers": list(scope.get("headers", [])), "body": body}
         return await handle.remote(request)
+
+    async def _enqueue(self, record: DeploymentRecord, path: str, public: bool, scope: dict[str, Any],
+                       receive: Any) -> dict[str, Any]:
+        from beamray.tasks import client
+        from beamray.tasks.service import QueueFullError
+
+        if record.authorized and not self._auth_ok(scope):
+            return _json(401, {"error": "Unauthorized"})
+        if scope["method"] != "POST":
+            return _json(405, {"error": "method not allowed"})
+        body = await self._body(receive)
+        if body is None:
+            return _json(413, {"error": "payload too large"})
+        if path.rstrip("/") == "/warmup":
+            return {"status": 200, "headers": [], "body": b""}
+        if path not in ("/", ""):
+            return _json(404, {"error": "not found"})
+        from urllib.parse import parse_qsl
+
+        try:
+            args, kwargs = parse_payload(body, parse_qsl(scope.get("query_string", b"").decode()))
+        except PayloadError:
+            return _json(400, {"error": "invalid request payload"})
+        try:
+            task_id = await client.service().submit.remote(record.app_name, args, kwargs)
+        except Exception as exc:  # Ray wraps the service's error
+            if isinstance(getattr(exc, "cause", None), QueueFullError):
+                return _json(429, {"error": str(exc.cause)})
+            raise
+        return _json(200, {"task_id": task_id})
+
+    async def _task_api(self, scope: dict[str, Any], receive: Any) -> dict[str, Any]:
+        from beamray.tasks import client
+
+        if not self._auth_ok(scope):
+            return _json(401, {"error": "Unauthorized"})
+        parts = [part for part in scope["path"].split("/") if part]  # ["v2", "task", …]
+        if parts[2:] == ["cancel"] and scope["method"] == "DELETE":
+            body = await self._body(receive)
+            try:
+                task_ids = json.loads(body or b"{}")["task_ids"]
+                if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
+                    raise ValueError
+            except (ValueError, KeyError, TypeError):
+                return _json(400, {"error": "invalid request payload"})
+            await client.service().cancel.remote(task_ids)
+            return _json(200, {})
+        if len(parts) == 3 and scope["method"] == "GET":
+            found = await client.service().get.remote(parts[2])
+            return _json(404, {"error": "task not found"}) if found is None else _json(200, found)
+        return _json(404, {"error": "not found"})
+
+    async def _subscribe(self, scope: dict[str, Any], send: Any) -> None:
+        """Server-sent events: one ``event: status`` per status change, until the task ends."""
+        from beamray.tasks import client, records
+
+        task_id = [part for part in scope["path"].split("/") if part][2]
+        if not self._auth_ok(scope):
+            response = _json(401, {"error": "Unauthorized"})
+        elif await client.service().get.remote(task_id) is None:
+            response = _json(404, {"error": "task not found"})
+        else:
+            response = None
+        if response is not None:
+            await send({"type": "http.response.start", "status": response["status"],
+                        "headers": response["headers"]})
+            await send({"type": "http.response.body", "body": response["body"]})
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+        last = None
+        while True:
+            task = await client.service().get.remote(task_id)
+            if task["status"] != last:
+                last = task["status"]
+                event = {"status": task["status"], "result": task["result"], "outputs": task["outputs"]}
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": f"event: status\ndata: {json.dumps(event)}\n\n".encode()})
+            if task["status"] in records.TERMINAL:
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await asyncio.sleep(0.1)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)

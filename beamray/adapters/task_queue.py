@@ -1,0 +1,78 @@
+"""``@task_queue``: Beam's asynchronous task queue, run by beamray's task service on Ray."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from beamray import env as beam_env
+from beamray.adapters import parsing
+from beamray.adapters.common import DeployableArgs, handler_name, signature
+from beamray.specs import TaskQueueSpec
+
+_ORDER = ("app", "cpu", "memory", "gpu", "gpu_count", "image", "timeout", "retries", "workers", "keep_warm_seconds",
+          "max_pending_tasks", "on_start", "on_deploy", "callback_url", "volumes", "disks", "secrets", "env", "name",
+          "authorized", "autoscaler", "task_policy", "checkpoint_enabled", "retry_for", "inputs", "outputs", "pool")
+_OVERRIDES = {"timeout": 3600, "keep_warm_seconds": 10}
+
+
+class task_queue:
+    """Enqueue work with ``.put()`` or ``POST /taskqueue/NAME``; tasks run with retries, timeouts and statuses."""
+
+    __signature__ = signature(_ORDER, **_OVERRIDES)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        options = DeployableArgs("task_queue", _ORDER, args, kwargs, **_OVERRIDES)
+        self.runner_args = options.runner_args
+        self.retries, timeout, self.ttl = parsing.apply_task_policy(
+            options["task_policy"], parsing.parse_retries(options["retries"]), options["timeout"])
+        self.timeout = parsing.parse_timeout(timeout)
+        self.retry_for = parsing.parse_retry_for(options["retry_for"])
+        self.serving = options.serving()
+
+    def __call__(self, func: Callable[..., Any]) -> "TaskQueueHandle":
+        return TaskQueueHandle(func, self)
+
+    def spec_for(self, func: Callable[..., Any], name: str | None = None) -> TaskQueueSpec:
+        args = self.runner_args
+        return TaskQueueSpec(
+            name=parsing.parse_name(name) or args.name or func.__name__, app=args.app, handler=handler_name(func),
+            func=func, resources=args.resource_spec(), runtime=args.runtime_spec(), serving=self.serving,
+            timeout=self.timeout, retries=self.retries, retry_for=self.retry_for, ttl=self.ttl,
+            callback_url=args.callback_url,
+        )
+
+
+class TaskQueueHandle:
+    """What ``@task_queue`` returns: ``.put()`` enqueues; calling it directly works only inside a task."""
+
+    def __init__(self, func: Callable[..., Any], parent: task_queue) -> None:
+        self.func = func
+        self.parent = parent
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if beam_env.is_remote():
+            return self.local(*args, **kwargs)
+        raise NotImplementedError(
+            "Direct calls to TaskQueues are not yet supported. To enqueue items use .put(*args, **kwargs)")
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        """Enqueue a task (JSON arguments, as Beam) on the latest deployed version, deploying one if none runs."""
+        from beamray.tasks import client
+
+        return client.put(self.parent.spec_for(self.func), args, kwargs)
+
+    def deploy(self, name: str | None = None, context: Any = None, invocation_details_func: Any = None,
+               rollout: str = "auto", **invocation_details_options: Any) -> tuple[dict[str, Any], bool]:
+        """Deploy a new version; returns Beam's ``(details, ok)`` pair."""
+        from beamray.serve_bridge import deployments
+
+        record = deployments.deploy(self.parent.spec_for(self.func, name))
+        return record.beam_details(), True
+
+    def serve(self, timeout: int = 0, url_type: str = "") -> None:
+        from beamray.exceptions import UnsupportedFeatureError
+
+        raise UnsupportedFeatureError("serving a task queue ephemerally is not supported; use `beamray deploy`")

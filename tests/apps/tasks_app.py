@@ -1,0 +1,58 @@
+"""Unchanged Beam task queues used by the task tests."""
+
+import os
+import time
+from pathlib import Path
+
+from beamray import QueueDepthAutoscaler, TaskPolicy, task_queue
+
+
+class Transient(Exception):
+    pass
+
+
+@task_queue(name="double", cpu=0.1, retries=2)
+def double(x, context=None):
+    return {"result": x * 2, "task_id": context.task_id}
+
+
+@task_queue(name="slow", cpu=0.1, timeout=2, retries=0, max_pending_tasks=3,
+            autoscaler=QueueDepthAutoscaler(max_containers=1))
+def slow(seconds: float = 30.0, marker: str = ""):
+    if marker:
+        Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+@task_queue(name="flaky", cpu=0.1, retries=3, retry_for=[Transient])
+def flaky(counter: str, fail_times: int):
+    path = Path(counter)
+    attempts = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(attempts))
+    if attempts <= fail_times:
+        raise Transient(f"attempt {attempts}")
+    return {"attempts": attempts}
+
+
+@task_queue(name="broken", cpu=0.1, retries=3)
+def broken():
+    raise ValueError("always broken")
+
+
+@task_queue(name="expiring", cpu=0.1, task_policy=TaskPolicy(ttl=1), timeout=60,
+            autoscaler=QueueDepthAutoscaler(max_containers=1))
+def expiring(seconds: float = 0.0):
+    time.sleep(seconds)
+    return {"done": True}
+
+
+@task_queue(name="killable", cpu=0.1, retries=2)
+def killable(pid_file: str, done_file: str):
+    first = not Path(pid_file).exists()
+    Path(pid_file).write_text(str(os.getpid()))
+    if first:
+        time.sleep(60)
+    with open(done_file, "a") as done:
+        done.write("completed\n")
+    return {"survived": True}
