@@ -10,10 +10,12 @@ Targets, all on one isolated embedded cluster (the handler returns ``{"result": 
 
 Raw deployments use ``ray_actor_options={"num_cpus": 0}``; the beamray endpoint asks ``cpu=0.1`` (neither
 is enforced, both fit a 2-CPU node). Raw deployments get beamray's logging config (no access log, WARNING),
-so that logging is not part of the difference; otherwise they keep Serve's defaults. Each trial measures every target, the order reversed every other
-trial: sequential latency (one keep-alive ``http.client`` connection, ``--requests`` POSTs after
-``--warmup``), then ``wrk`` throughput at each ``--clients`` count (``-t1``, Lua script for POST JSON and
-the Authorization header; 1 s untimed at that count first). Figures are medians over trials.
+so that logging is not part of the difference; otherwise they keep Serve's defaults.
+
+Each trial measures every target, the order reversed every other trial: sequential latency (one
+keep-alive ``http.client`` connection, ``--requests`` POSTs after ``--warmup``), then ``wrk`` throughput
+at each ``--clients`` count (``-t1``, a Lua script for POST JSON and the Authorization header; 1 s untimed
+at that count first). Figures are medians over trials; ratios are medians of per-trial ratios.
 
 ``--ingress haproxy`` runs the same on a cluster whose head has ``RAY_SERVE_ENABLE_HA_PROXY=1`` (Ray 2.60's
 HAProxy ingress; its files and ports are moved off the shared defaults). Both modes also check a
@@ -283,6 +285,17 @@ def listening_sockets(head_pid: int) -> list[dict[str, Any]]:
     return sorted(found, key=lambda s: (s["loopback"], s["process"], s["address"]))
 
 
+def haproxy_routing(files: str | None) -> list[str]:
+    """The binds, path ACLs and servers of the HAProxy config Serve generated (Ray adds a node-id folder)."""
+    if not files:
+        return []
+    wanted = re.compile(r"^\s*(bind |acl is_|use_backend |server |backend )")
+    lines: list[str] = []
+    for config_file in sorted(Path(files).glob("*/haproxy.cfg")) + sorted(Path(files).glob("haproxy.cfg")):
+        lines += [line.strip() for line in config_file.read_text().splitlines() if wanted.match(line)]
+    return lines
+
+
 # ------------------------------------------------------------------------------------------- main
 
 def _measure(target: dict[str, Any], clients: list[int], duration: float, requests: int, warmup: int,
@@ -380,8 +393,6 @@ def main(trials: int, requests: int, warmup: int, duration: float, clients: str,
     scripts = tempfile.mkdtemp(prefix="beamray-bench-wrk-")
     try:
         with common.isolated_cluster() as state:
-            from ray import serve
-
             from beamray import cluster, config
             from beamray.serve_bridge import deployments
 
@@ -417,6 +428,9 @@ def main(trials: int, requests: int, warmup: int, duration: float, clients: str,
             listeners = listening_sockets(cluster.embedded_state()["pid"])
             exposed = [f"{s['process']} {s['address']}" for s in listeners if not s["loopback"]]
             click.echo(f"cluster listeners not on loopback ({len(exposed)} of {len(listeners)}): {exposed}")
+            routing = haproxy_routing(haproxy_files)
+            if routing:
+                click.echo("HAProxy config (binds, path ACLs, servers):\n  " + "\n  ".join(routing))
             machine["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
             common.write_json(json_path, {
                 "benchmark": "endpoint_http", "ingress": ingress, "trials": trials, "requests": requests,
@@ -424,6 +438,7 @@ def main(trials: int, requests: int, warmup: int, duration: float, clients: str,
                 "cluster_cpus": state["cpus"], "serve_start_s": serve_start_s,
                 "deploy_s": {n: t.get("deploy_s") for n, t in targets.items()},
                 "summary": summary, "ratios": ratios, "websocket": websocket, "listeners": listeners,
+                "haproxy_routing": routing,
                 "goals": {"seq_p50": SEQ_GOAL, "rps": RPS_GOAL, "moonshot": MOONSHOT},
             })
     finally:

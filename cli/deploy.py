@@ -42,10 +42,12 @@ def deploy(handler: str, name: str | None, as_json: bool) -> None:
     from beamray.serve_bridge import deployments
 
     target, root = load_handler(handler)
-    if not hasattr(target, "parent") or not hasattr(target.parent, "spec_for") or not hasattr(target, "deploy"):
-        raise click.BadParameter(f"{handler} is not a deployable Beam object (@endpoint, @asgi, @realtime, @task_queue)",
-                                 param_hint="HANDLER")
-    spec = target.parent.spec_for(target.func, name)
+    parent = getattr(target, "parent", None)
+    make_spec = getattr(parent, "deployable_spec", None) or getattr(parent, "spec_for", None)
+    if make_spec is None or not hasattr(target, "deploy"):
+        raise click.BadParameter(f"{handler} is not a deployable Beam object "
+                                 "(@endpoint, @asgi, @realtime, @task_queue, @function)", param_hint="HANDLER")
+    spec = make_spec(target.func, name)
     if not as_json:
         say(f"Deploying {spec.kind} {spec.name}")
     record = deployments.deploy(spec, code_root=root)

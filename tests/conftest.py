@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,8 @@ def ray_cluster(beamray_home: Path):
     """The embedded head, started once; every cluster test shares it."""
     from beamray import cluster
 
+    # A run stopped with SIGTERM (e.g. by `timeout`) still tears the cluster down; SIGKILL cannot.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     state = cluster.start_embedded()
     cluster.connect()
     yield state

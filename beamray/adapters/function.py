@@ -11,7 +11,11 @@ from beamray.adapters import parsing
 from beamray.adapters.common import RunnerArgs, handler_name
 from beamray.adapters.types import TaskPolicy
 from beamray.exceptions import UnsupportedFeatureError
-from beamray.specs import FunctionSpec
+from beamray.specs import FunctionSpec, ServingSpec, TaskQueueSpec
+
+# A deployed function has no autoscaler argument in Beam; it fans out freely, within these bounds.
+FUNCTION_MAX_CONTAINERS = 32
+FUNCTION_MAX_PENDING = 10_000
 
 
 class function:
@@ -72,6 +76,18 @@ class function:
         )
 
 
+    def deployable_spec(self, func: Callable[..., Any], name: Optional[str] = None) -> TaskQueueSpec:
+        """A deployed function is a task queue of kind ``function`` (Beam: POST answers a task id)."""
+        spec = self.spec_for(func)
+        return TaskQueueSpec(
+            kind="function", name=parsing.parse_name(name) or spec.name, app=spec.app, handler=spec.handler,
+            func=func, resources=spec.resources, runtime=spec.runtime, timeout=spec.timeout, retries=spec.retries,
+            retry_for=spec.retry_for, ttl=spec.ttl, callback_url=spec.callback_url,
+            serving=ServingSpec(keep_warm_seconds=0, max_pending_tasks=FUNCTION_MAX_PENDING,
+                                max_containers=FUNCTION_MAX_CONTAINERS),
+        )
+
+
 class RemoteFunction:
     """What ``@function`` returns: call it like the function, it runs on the cluster."""
 
@@ -112,6 +128,14 @@ class RemoteFunction:
 
     def serve(self, **kwargs: Any) -> None:
         raise UnsupportedFeatureError("Serve has not been implemented for functions.")
+
+    def deploy(self, name: Optional[str] = None, context: Any = None, invocation_details_func: Any = None,
+               rollout: str = "auto", **invocation_details_options: Any) -> tuple[dict[str, Any], bool]:
+        """Deploy behind ``POST /function/NAME``, which answers a task id (run by the task service)."""
+        from beamray.serve_bridge import deployments
+
+        record = deployments.deploy(self.parent.deployable_spec(self.func, name))
+        return record.beam_details(), True
 
     def __reduce__(self) -> Any:
         # Pickled by value into workers (e.g. a task calling another function): rebuild from parts.

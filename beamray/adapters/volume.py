@@ -77,13 +77,18 @@ def get_or_create_volume(name: str, store: storage.Storage | None = None) -> tup
         except FileExistsError:  # another process created it first: theirs is the volume
             return get_volume(name, store), False  # type: ignore[return-value]
     else:
-        try:
+        try:  # a conditional PUT: of two concurrent creators exactly one wins
             store.client.put_object(Bucket=store.bucket, Key=store._key(_meta_key(name)), Body=body,
                                     IfNoneMatch="*")
-        except Exception as exc:  # PreconditionFailed: created concurrently; theirs wins
-            if "PreconditionFailed" not in str(exc) and "412" not in str(exc):
+        except Exception as exc:
+            error = getattr(exc, "response", {}) or {}
+            code = str(error.get("Error", {}).get("Code", ""))
+            status = error.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return get_volume(name, store), False  # type: ignore[return-value]
+            if code not in ("NotImplemented", "InvalidArgument", "InvalidRequest") and status != 501:
                 raise
-            return get_volume(name, store), False  # type: ignore[return-value]
+            store.write_bytes(_meta_key(name), body)  # a server without conditional writes
     store.makedirs(data_prefix(name))
     return record, True
 

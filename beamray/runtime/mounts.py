@@ -38,13 +38,14 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from beamray import config, storage
+from beamray.exceptions import BeamrayError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_VOLUMES_ROOT = "/volumes"
 
 
-class MountError(RuntimeError):
+class MountError(BeamrayError, RuntimeError):
     """A volume cannot be made to appear where the program asked for it."""
 
 
@@ -136,43 +137,49 @@ class Mirror:
 
     def pull(self) -> int:
         """Sync down; returns how many files were downloaded."""
-        downloaded = 0
         with self._locked() as manifest:
-            if self.read_only:
-                _set_modes(self.data, writable=True)
-            remote = {info.key: info for info in self.store.list("")}
-            for key, info in remote.items():
-                try:
-                    path = self.data / storage.check_key(key)
-                except ValueError:
-                    logger.warning("%s: skipping object %r (not a usable file name)", self.store.url, key)
-                    continue
-                entry = manifest.get(key)
-                local = _signature(path)
-                if entry and entry["etag"] == info.etag and local == entry["local"]:
-                    continue
-                if entry and entry["etag"] == info.etag and local is None and not self.read_only:
-                    continue  # deleted on this node, not yet pushed
-                dirty = local is not None and (entry is None or local != entry["local"])
-                if dirty and not self.read_only:
-                    continue  # a change of this node not yet uploaded; the next push decides
-                try:
-                    self.store.download(key, path)
-                except (OSError, ValueError) as exc:  # e.g. "a" and "a/b" both exist as objects
-                    logger.warning("%s: cannot download %r (%s)", self.store.url, key, exc)
-                    continue
-                manifest[key] = {"etag": info.etag, "local": _signature(path)}
-                downloaded += 1
-            for key in [key for key in manifest if key not in remote]:
-                entry = manifest.pop(key)
-                path = self.data / key
-                if self.read_only or _signature(path) == entry["local"]:
-                    path.unlink(missing_ok=True)  # deleted remotely, unchanged here
-            if self.read_only:
-                for key, path in self.local_files().items():
-                    if key not in manifest:
-                        path.unlink()
+            if not self.read_only:
+                return self._pull(manifest)
+            _set_modes(self.data, writable=True)
+            try:
+                return self._pull(manifest)
+            finally:
                 _set_modes(self.data, writable=False)
+
+    def _pull(self, manifest: dict[str, dict[str, Any]]) -> int:
+        downloaded = 0
+        remote = {info.key: info for info in self.store.list("")}
+        for key, info in remote.items():
+            try:
+                path = self.data / storage.check_key(key)
+            except ValueError:
+                logger.warning("%s: skipping object %r (not a usable file name)", self.store.url, key)
+                continue
+            entry = manifest.get(key)
+            local = _signature(path)
+            if entry and entry["etag"] == info.etag and local == entry["local"]:
+                continue
+            if entry and entry["etag"] == info.etag and local is None and not self.read_only:
+                continue  # deleted on this node, not yet pushed
+            dirty = local is not None and (entry is None or local != entry["local"])
+            if dirty and not self.read_only:
+                continue  # a change of this node not yet uploaded; the next push decides
+            try:
+                self.store.download(key, path)
+            except (OSError, ValueError) as exc:  # e.g. "a" and "a/b" both exist as objects
+                logger.warning("%s: cannot download %r (%s)", self.store.url, key, exc)
+                continue
+            manifest[key] = {"etag": info.etag, "local": _signature(path)}
+            downloaded += 1
+        for key in [key for key in manifest if key not in remote]:
+            entry = manifest.pop(key)
+            path = self.data / key
+            if self.read_only or _signature(path) == entry["local"]:
+                path.unlink(missing_ok=True)  # deleted remotely, unchanged here
+        if self.read_only:  # the bucket's view exactly: local additions go too
+            for key, path in self.local_files().items():
+                if key not in manifest:
+                    path.unlink()
         return downloaded
 
     def dirty(self) -> list[str]:

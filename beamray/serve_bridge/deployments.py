@@ -29,6 +29,7 @@ from beamray.serve_bridge.replica import BeamrayReplica
 from beamray.specs import EndpointSpec, TaskQueueSpec
 
 GATEWAY_APP = "beamray-gateway"
+QUEUED_KINDS = ("taskqueue", "function")  # run by the task service; the gateway enqueues their requests
 
 
 class DeployError(BeamrayError):
@@ -89,7 +90,7 @@ def _runtime(spec: Any, record: DeploymentRecord) -> tuple[str, dict[str, Any]]:
 
 def _run(spec: Any, record: DeploymentRecord, spec_blob: bytes) -> None:
     what, actor_options = _runtime(spec, record)
-    if spec.kind == "taskqueue":
+    if spec.kind in QUEUED_KINDS:
         _register_queue(spec, record, spec_blob, actor_options)
         return
     options = deployment_options(spec.serving, actor_options)
@@ -109,7 +110,8 @@ def _register_queue(spec: TaskQueueSpec, record: DeploymentRecord, spec_blob: by
     serving = spec.serving
     runtime_env = actor_options.pop("runtime_env")
     config = {
-        "queue": record.app_name, "name": spec.name, "stub_id": record.stub_id, "handler": spec.handler,
+        "queue": record.app_name, "kind": spec.kind, "name": spec.name, "stub_id": record.stub_id,
+        "handler": spec.handler,
         "ray_options": actor_options, "runtime_env": runtime_env, "timeout": spec.timeout,
         "retries": spec.retries, "ttl": spec.ttl, "callback_url": spec.callback_url,
         "max_pending_tasks": serving.max_pending_tasks, "workers": serving.workers,
@@ -168,7 +170,7 @@ def stop(identifier: str) -> list[DeploymentRecord]:
     stopped = []
     for record in _matching(identifier):
         if record.status == "running":
-            if record.kind == "taskqueue":
+            if record.kind in QUEUED_KINDS:
                 from beamray.tasks import client
 
                 ray.get(client.service().unregister_queue.remote(record.app_name))
@@ -197,7 +199,7 @@ def restore() -> list[DeploymentRecord]:
     present = serve.status().applications
     restored = []
     for record in registry.records():
-        if record.status != "running" or record.kind not in ("endpoint", "asgi", "realtime", "taskqueue"):
+        if record.status != "running" or record.kind not in ("endpoint", "asgi", "realtime", *QUEUED_KINDS):
             continue
         if record.app_name in present:
             continue

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -48,6 +49,7 @@ _HANDOVER_S = 1.5  # > the gateway's 1 s route cache, so alias requests never hi
 _RELOAD_TIMEOUT_S = 600
 _METRIC = "ray_serve_deployment_request_counter_total{"
 _RAY_MARKERS = (":job_id:", ":actor_name:", ":task_name:")
+_SERVE_ACTORS = ("ServeReplica:", "ServeController", "ProxyActor")
 
 
 def resolve_timeout(timeout: int) -> float | None:
@@ -315,7 +317,7 @@ class ServeSession:
             key = f"{actor.actor_id}:{actor.pid}"
             alive.add(key)
             if key not in self._followers:
-                follower = LogFollower(actor, self._dashboard, self.log_line)
+                follower = LogFollower(actor, self._dashboard, self.log_line, self.say)
                 self._followers[key] = follower
                 follower.start()
         for key, follower in list(self._followers.items()):
@@ -365,10 +367,12 @@ class ServeSession:
 class LogFollower:
     """Prints one replica's stdout and stderr, line by line, from the start of its log files."""
 
-    def __init__(self, actor: Any, dashboard: str, emit: Callable[[str], None]) -> None:
+    def __init__(self, actor: Any, dashboard: str, emit: Callable[[str], None],
+                 note: Callable[[str], None] | None = None) -> None:
         self.actor = actor
         self.dashboard = dashboard
         self.emit = emit
+        self.note = note or emit
         self._stop = threading.Event()
         self._responses: list[Any] = []
         self._threads = [threading.Thread(target=self._follow, args=(suffix,), daemon=True,
@@ -399,8 +403,10 @@ class LogFollower:
                 self._tail(path)
             else:
                 self._stream(suffix)
-        except Exception:  # a log stream ending (replica gone, dashboard restarting) is not an error
-            return
+        except Exception as exc:  # a stream cut when its replica goes away is expected
+            if not self._stop.is_set():
+                self.note(f"Cannot follow the {suffix} log of {self.actor.name or self.actor.actor_id}: "
+                          f"{exc}".rstrip())
 
     def _lines(self, chunks: Any) -> None:
         pending = ""
@@ -434,7 +440,11 @@ class LogFollower:
                                         "media_type": "stream"})
         request = urllib.request.Request(f"{self.dashboard}/api/v0/logs/stream?{query}",
                                          headers=get_auth_headers_if_auth_enabled({}))
-        with urllib.request.urlopen(request, timeout=None) as response:
+        try:
+            opened = urllib.request.urlopen(request, timeout=None)
+        except urllib.error.HTTPError as exc:  # the dashboard says why in the body
+            raise RuntimeError(exc.read().decode("utf-8", "replace")[:300] or str(exc)) from exc
+        with opened as response:
             self._responses.append(response)
             if self._stop.is_set():
                 return
@@ -450,12 +460,14 @@ class LogFollower:
 
 
 def _own_job_logs_only() -> Callable[[], None]:
-    """Print only this driver's own job's forwarded worker logs; returns the undo.
+    """Print only this driver's own job's forwarded worker logs, minus Serve's actors; returns the undo.
 
     Connecting to Serve turns Ray's per-job log filter off (``_filter_logs_by_job``), after which a
-    driver prints every job's worker output cluster-wide, prefixed; the session prints its replicas'
-    lines itself. Wrapping Ray's print handler keeps a script's own tasks' output (``handler.serve()``
-    called from a script that also runs functions). Private Ray API: on any mismatch, nothing changes.
+    driver prints every job's worker output cluster-wide, prefixed; and when this process started Serve,
+    every Serve actor belongs to its job. The session prints its replicas' lines itself, so Ray's print
+    handler is wrapped to drop other jobs and Serve's actors, keeping a script's own tasks' output
+    (``handler.serve()`` from a script that also runs functions). Private Ray API: on a mismatch,
+    nothing changes.
     """
     try:
         import ray
@@ -469,7 +481,10 @@ def _own_job_logs_only() -> Callable[[], None]:
 
     def only_own_job(handler: Callable[[Any], None]) -> Callable[[Any], None]:
         def emit(data: Any) -> None:
-            if not isinstance(data, dict) or not data.get("job") or data["job"] == job:
+            if not isinstance(data, dict):
+                handler(data)
+            elif (not data.get("job") or data["job"] == job) and not str(data.get("actor_name") or "").startswith(
+                    _SERVE_ACTORS):
                 handler(data)
 
         wrapped[id(emit)] = handler

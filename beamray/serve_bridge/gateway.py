@@ -20,7 +20,7 @@ from beamray.registry import DeploymentRecord, Registry
 from beamray.serve_bridge.http_app import PayloadError, parse_payload
 
 KINDS = ("endpoint", "asgi", "realtime", "taskqueue", "function", "schedule")
-_SERVED_BY_GATEWAY = ("taskqueue",)  # kinds without a Serve application of their own
+_SERVED_BY_GATEWAY = ("taskqueue", "function")  # kinds without a Serve application of their own
 _CACHE_S = 1.0
 MAX_BODY = 16 * 2**20
 
@@ -38,13 +38,20 @@ class Routes:
         self._records: list[DeploymentRecord] = []
         self._at = 0.0
 
-    def running(self) -> list[DeploymentRecord]:
-        if time.monotonic() - self._at > _CACHE_S:
+    def running(self, fresh: bool = False) -> list[DeploymentRecord]:
+        if fresh or time.monotonic() - self._at > _CACHE_S:
             self._records = [r for r in self._registry.records() if r.status == "running"]
             self._at = time.monotonic()
         return self._records
 
     def resolve(self, path: str) -> tuple[DeploymentRecord | None, str, bool]:
+        found = self._resolve(path)
+        if found[0] is None and found[1]:  # maybe deployed within the cache period: look again
+            self.running(fresh=True)
+            found = self._resolve(path)
+        return found
+
+    def _resolve(self, path: str) -> tuple[DeploymentRecord | None, str, bool]:
         parts = [part for part in path.split("/") if part]
         if len(parts) < 2 or parts[0] not in KINDS:
             return None, "", False

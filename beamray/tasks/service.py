@@ -296,6 +296,7 @@ class TaskService:
             "created_at": records.iso(record.created_at), "updated_at": records.iso(record.updated_at),
             "outputs": record.outputs, "stats": stats, "result": record.result, "error": record.error or None,
             "attempts": record.attempts,
-            "stub": {"id": record.stub_id, "name": f"taskqueue/{record.name}", "type": "taskqueue/deployment",
+            "stub": {"id": record.stub_id, "name": f"{config.get('kind', 'taskqueue')}/{record.name}",
+                     "type": f"{config.get('kind', 'taskqueue')}/deployment",
                      "config": config.get("public_config", {})},
         }

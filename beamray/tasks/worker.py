@@ -35,13 +35,14 @@ def run_queued_task(spec_blob: bytes, args: list[Any], kwargs: dict[str, Any], m
     import ray
 
     spec, on_start_value = _load(spec_blob)
-    container_id = f"taskqueue-{meta['stub_id'][:8]}-{ray.get_runtime_context().get_worker_id()[:8]}"
+    container_id = f"{spec.kind}-{meta['stub_id'][:8]}-{ray.get_runtime_context().get_worker_id()[:8]}"
+    stub_type = f"{spec.kind}/deployment"
     identity = {"CONTAINER_ID": container_id, "TASK_ID": meta["task_id"], "STUB_ID": meta["stub_id"],
-                "STUB_TYPE": "taskqueue/deployment", "TIMEOUT": str(int(spec.timeout or 0))}
+                "STUB_TYPE": stub_type, "TIMEOUT": str(int(spec.timeout or 0))}
     with task_environment(spec.runtime.env, spec.runtime.secrets, identity):
         if wants_context(spec.func):
             kwargs = {**kwargs, "context": FunctionContext(
-                container_id=container_id, stub_id=meta["stub_id"], stub_type="taskqueue/deployment",
+                container_id=container_id, stub_id=meta["stub_id"], stub_type=stub_type,
                 callback_url=meta.get("callback_url") or None, task_id=meta["task_id"],
                 timeout=int(spec.timeout or 0), on_start_value=on_start_value,
                 python_version=f"python{sys.version_info.major}.{sys.version_info.minor}")}

@@ -56,3 +56,22 @@ def killable(pid_file: str, done_file: str):
     with open(done_file, "a") as done:
         done.write("completed\n")
     return {"survived": True}
+
+
+@task_queue(name="notify", cpu=0.1, retries=0)
+def notify(x, callback_url=None):  # Beam: request-level callbacks need the handler to accept callback_url
+    if x < 0:
+        raise ValueError("negative")
+    return {"result": x * 2}
+
+
+@task_queue(name="bulk", cpu=0.1, max_pending_tasks=500,
+            autoscaler=QueueDepthAutoscaler(max_containers=4, tasks_per_container=10))
+def bulk(x):
+    return {"result": x * 2}
+
+
+@task_queue(name="steady", cpu=0.1, autoscaler=QueueDepthAutoscaler(max_containers=1))
+def steady(seconds: float = 0.0, tag: str = ""):
+    time.sleep(seconds)
+    return {"tag": tag}

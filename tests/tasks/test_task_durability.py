@@ -1,0 +1,95 @@
+"""Task records and pending tasks survive ``beamray cluster down && up`` (embedded store and Redis)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def beamray(env, *args):
+    return subprocess.run([sys.executable, "-m", "beamray.cli", *args], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=REPO)
+
+
+@pytest.fixture
+def redis_url():
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    import redis
+
+    while time.monotonic() < deadline:
+        try:
+            redis.Redis(port=port).ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.terminate()
+    server.wait()
+
+
+def private_env(tmp_path, redis: str | None):
+    env = {key: value for key, value in os.environ.items() if key not in ("BEAMRAY_ADDRESS", "RAY_ADDRESS")}
+    env.update(BEAMRAY_HOME=str(tmp_path / "home"), BEAMRAY_LOCAL_PORT=str(free_port()),
+               BEAMRAY_HTTP_PORT=str(free_port()), BEAMRAY_LOCAL_CPUS="2")
+    if redis:
+        env["BEAMRAY_REDIS_URL"] = redis
+    return env
+
+
+def wait_status(base, headers, task_id, status="COMPLETE", timeout=180):
+    deadline = time.monotonic() + timeout
+    while (task := httpx.get(f"{base}/v2/task/{task_id}/", headers=headers, timeout=60).json())["status"] != status:
+        assert time.monotonic() < deadline, task
+        time.sleep(0.2)
+    return task
+
+
+def check_survives_restart(env):
+    try:
+        deployed = beamray(env, "deploy", "tests/apps/tasks_app.py:steady", "--json")
+        assert deployed.returncode == 0, deployed.stderr
+        token = json.loads(beamray(env, "config", "show", "--json").stdout)["token"]
+        base = f"http://127.0.0.1:{env['BEAMRAY_HTTP_PORT']}"
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def enqueue(**payload):
+            return httpx.post(f"{base}/taskqueue/steady", json=payload, headers=headers, timeout=60).json()["task_id"]
+
+        done = enqueue(tag="before")
+        wait_status(base, headers, done)
+        blocker = enqueue(seconds=2, tag="blocker")  # one container: the next one waits behind it
+        pending = enqueue(tag="pending")
+        assert beamray(env, "cluster", "down").returncode == 0
+        assert beamray(env, "cluster", "up").returncode == 0
+
+        finished = httpx.get(f"{base}/v2/task/{done}/", headers=headers, timeout=60).json()
+        assert finished["status"] == "COMPLETE" and finished["result"] == {"tag": "before"}
+        assert wait_status(base, headers, pending)["result"] == {"tag": "pending"}
+        assert wait_status(base, headers, blocker)["result"] == {"tag": "blocker"}
+    finally:
+        beamray(env, "cluster", "down")
+
+
+def test_finished_tasks_and_the_queue_survive_restart_with_the_embedded_store(tmp_path):
+    check_survives_restart(private_env(tmp_path, None))
+
+
+def test_finished_tasks_and_the_queue_survive_restart_with_redis(tmp_path, redis_url):
+    check_survives_restart(private_env(tmp_path, redis_url))
