@@ -4,9 +4,10 @@
 unchanged Beam program the names below. Importing starts no Ray; the cluster is reached on first use.
 """
 
-from beamray import env
+from beamray import env, experimental
 from beamray.adapters.endpoint import asgi, endpoint, realtime
 from beamray.adapters.function import function
+from beamray.adapters.schedule import schedule
 from beamray.adapters.task_queue import task_queue
 from beamray.adapters.image import Image
 from beamray.adapters.types import GpuType, PythonVersion, QueueDepthAutoscaler, TaskPolicy
@@ -29,6 +30,8 @@ __all__ = [
     "asgi",
     "realtime",
     "task_queue",
+    "schedule",
+    "experimental",
     "Task",
     "Image",
     "env",

@@ -108,4 +108,5 @@ class TaskQueueSpec:
     retry_for: tuple[type[BaseException], ...] = ()
     ttl: int = 0
     callback_url: str = ""
-    kind: str = "taskqueue"
+    kind: str = "taskqueue"  # also "function" (a deployed @function) and "schedule"
+    schedule: str = ""  # cron expression, for kind "schedule"

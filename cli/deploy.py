@@ -31,6 +31,17 @@ def _invocation(result: DeployResult, authorized: bool, token: str) -> str:
             f"  -H 'Content-Type: application/json'{auth} \\\n  -d '{{}}'")
 
 
+def _print_schedule(when: str) -> None:
+    from beamray.adapters.schedule import upcoming
+
+    say("Schedule details")
+    click.echo(f"Schedule: {when}")
+    click.echo("Upcoming:")
+    for number, moment in enumerate(upcoming(when), start=1):
+        local = moment.astimezone()
+        click.echo(f"  {number}. {moment:%Y-%m-%d %H:%M:%S} UTC ({local:%Y-%m-%d %H:%M:%S} {local.tzname()})")
+
+
 @click.command()
 @click.argument("handler")
 @click.option("-n", "--name", help="Deployment name (default: the decorator's name, else the function's).")
@@ -56,6 +67,9 @@ def deploy(handler: str, name: str | None, as_json: bool) -> None:
         print_json(result)
         return
     say("Deployed 🎉")
+    if spec.kind == "schedule":
+        _print_schedule(spec.schedule)
+        return
     say(f"Version: v{record.version} (also at {record.url.rsplit('/v', 1)[0]} while latest)"
         if record.authorized else f"Public URL: {record.url}")
     say("Invocation details")

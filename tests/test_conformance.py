@@ -48,6 +48,7 @@ NOT_YET: dict[str, set[str]] = {
     "asgi": {"shell"},
     "realtime": {"shell"},
     "task_queue": {"shell"},
+    "schedule": {"shell", "invocation_details"},
 }
 
 # Non-builtin-equal bases beamray keeps for now: name -> SDK builtin bases it does not derive from yet.

@@ -29,7 +29,7 @@ from beamray.serve_bridge.replica import BeamrayReplica
 from beamray.specs import EndpointSpec, TaskQueueSpec
 
 GATEWAY_APP = "beamray-gateway"
-QUEUED_KINDS = ("taskqueue", "function")  # run by the task service; the gateway enqueues their requests
+QUEUED_KINDS = ("taskqueue", "function", "schedule")  # run by the task service; the gateway enqueues their requests
 
 
 class DeployError(BeamrayError):
@@ -116,7 +116,7 @@ def _register_queue(spec: TaskQueueSpec, record: DeploymentRecord, spec_blob: by
         "retries": spec.retries, "ttl": spec.ttl, "callback_url": spec.callback_url,
         "max_pending_tasks": serving.max_pending_tasks, "workers": serving.workers,
         "min_containers": serving.min_containers, "max_containers": serving.max_containers,
-        "tasks_per_container": serving.tasks_per_container,
+        "tasks_per_container": serving.tasks_per_container, "schedule": spec.schedule,
         "public_config": {"handler": spec.handler, "workers": serving.workers, "timeout": spec.timeout,
                           "max_pending_tasks": serving.max_pending_tasks, "callback_url": spec.callback_url,
                           "keep_warm_seconds": serving.keep_warm_seconds, "authorized": serving.authorized,
@@ -149,6 +149,10 @@ def deploy(spec: EndpointSpec | TaskQueueSpec, code_root: str | os.PathLike[str]
     spec_blob = cloudpickle.dumps(spec)
     _run(spec, record, spec_blob)
     registry.save(record, spec_blob)
+    if spec.kind == "schedule":  # Beam: a new version of a schedule disables the previous one
+        for older in registry.records():
+            if older.name == spec.name and older.kind == "schedule" and older.version < record.version:
+                stop(older.deployment_id)
     return record
 
 

@@ -20,7 +20,7 @@ from beamray.registry import DeploymentRecord, Registry
 from beamray.serve_bridge.http_app import PayloadError, parse_payload
 
 KINDS = ("endpoint", "asgi", "realtime", "taskqueue", "function", "schedule")
-_SERVED_BY_GATEWAY = ("taskqueue", "function")  # kinds without a Serve application of their own
+_SERVED_BY_GATEWAY = ("taskqueue", "function", "schedule")  # kinds without a Serve application of their own
 _CACHE_S = 1.0
 MAX_BODY = 16 * 2**20
 

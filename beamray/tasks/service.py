@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import concurrent.futures
 import math
 import time
@@ -51,6 +52,29 @@ class _Queue:
         wanted = math.ceil((len(self.pending) + len(self.running)) / config["tasks_per_container"])
         containers = max(config["min_containers"], min(config["max_containers"], wanted))
         return containers * config["workers"]
+
+
+class _Ticks:
+    """A schedule's firing times; missed ticks are skipped, as cron does after downtime."""
+
+    def __init__(self, when: str) -> None:
+        self.when = when
+        self.next = self._after(time.time())
+
+    def _after(self, moment: float) -> float:
+        from croniter import croniter
+
+        return croniter(self.when, moment).get_next(float)
+
+    def due(self) -> bool:
+        now = time.time()
+        if now < self.next:
+            return False
+        self.next = self._after(now)
+        return True
+
+    def wait(self, longest: float) -> float:
+        return max(0.01, min(longest, self.next - time.time()))
 
 
 def _code_present(config: dict[str, Any]) -> bool:
@@ -136,11 +160,14 @@ class TaskService:
         queue = self.queues.get(queue_id)
         if queue is None:
             raise KeyError(f"task queue {queue_id} is not running")
+        return self._enqueue(queue, args, kwargs, callback_url)
+
+    def _enqueue(self, queue: _Queue, args: list[Any], kwargs: dict[str, Any], callback_url: str) -> str:
         if len(queue.pending) >= queue.config["max_pending_tasks"]:
             raise QueueFullError(f"task queue {queue.config['name']} already holds "
                                  f"{queue.config['max_pending_tasks']} pending tasks (max_pending_tasks)")
         now = time.time()
-        record = TaskRecord(id=str(uuid.uuid4()), queue=queue_id, name=queue.config["name"],
+        record = TaskRecord(id=str(uuid.uuid4()), queue=queue.config["queue"], name=queue.config["name"],
                             stub_id=queue.config["stub_id"], status=records.PENDING, args=list(args),
                             kwargs=dict(kwargs), created_at=now, updated_at=now,
                             callback_url=callback_url or kwargs.get("callback_url") or queue.config["callback_url"])
@@ -192,7 +219,11 @@ class TaskService:
     # --- dispatch ------------------------------------------------------------------------------------
 
     async def _dispatch(self, queue: _Queue) -> None:
+        ticks = _Ticks(queue.config["schedule"]) if queue.config.get("schedule") else None
         while True:
+            if ticks is not None and ticks.due():
+                with contextlib.suppress(QueueFullError):
+                    self._enqueue(queue, [], {}, "")
             self._expire(queue)
             while queue.pending and len(queue.running) < queue.capacity():
                 record = self.tasks.get(queue.pending.popleft())
@@ -200,7 +231,7 @@ class TaskService:
                     self._launch(queue, record)
             queue.wake.clear()
             try:
-                await asyncio.wait_for(queue.wake.wait(), timeout=1.0)
+                await asyncio.wait_for(queue.wake.wait(), timeout=ticks.wait(1.0) if ticks else 1.0)
             except asyncio.TimeoutError:
                 pass
 

@@ -1,0 +1,78 @@
+"""``@schedule``: a function that the cluster runs on a cron schedule (UTC), as tasks of the task service.
+
+``when`` is a 5-field cron expression or one of ``@yearly @annually @monthly @weekly @daily @midnight
+@hourly``; croniter's optional 6th field (seconds) is accepted too. Missed ticks are not replayed: after
+downtime the schedule resumes at its next tick, as cron does.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Callable, Optional
+
+from croniter import croniter
+
+from beamray.adapters.function import RemoteFunction, function
+from beamray.specs import TaskQueueSpec
+
+
+def parse_when(when: Any) -> str:
+    if not isinstance(when, str) or not croniter.is_valid(when.strip()):
+        raise ValueError(f"Invalid schedule {when!r}: use a cron expression like '*/5 * * * *' (UTC) or one of "
+                         "@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly")
+    return when.strip()
+
+
+def upcoming(when: str, count: int = 3, after: datetime.datetime | None = None) -> list[datetime.datetime]:
+    """The next ``count`` firing times, in UTC."""
+    start = after or datetime.datetime.now(datetime.timezone.utc)
+    times = croniter(when, start)
+    return [times.get_next(datetime.datetime) for _ in range(count)]
+
+
+class schedule(function):
+    """Run the decorated function on a schedule once deployed (``beamray deploy app.py:task``)."""
+
+    def __init__(
+        self,
+        when: str,
+        app: str = "",
+        cpu: float | str = 1.0,
+        memory: int | str = 128,
+        gpu: Any = "",
+        gpu_count: int = 0,
+        image: Any = None,
+        timeout: int = 3600,
+        retries: int = 3,
+        callback_url: Optional[str] = None,
+        volumes: Optional[list[Any]] = None,
+        disks: Optional[list[Any]] = None,
+        secrets: Optional[list[str]] = None,
+        env: Optional[dict[str, str]] = None,
+        name: Optional[str] = None,
+        on_deploy: Any = None,
+    ) -> None:
+        self.when = parse_when(when)
+        super().__init__(app=app, cpu=cpu, memory=memory, gpu=gpu, gpu_count=gpu_count, image=image,
+                         timeout=timeout, retries=retries, callback_url=callback_url, volumes=volumes, disks=disks,
+                         secrets=secrets, env=env, name=name, on_deploy=on_deploy)
+
+    def __call__(self, func: Callable[..., Any]) -> "ScheduleWrapper":
+        return ScheduleWrapper(func, self)
+
+    def deployable_spec(self, func: Callable[..., Any], name: Optional[str] = None) -> TaskQueueSpec:
+        from dataclasses import replace
+
+        return replace(super().deployable_spec(func, name), kind="schedule", schedule=self.when)
+
+
+class ScheduleWrapper(RemoteFunction):
+    """A function handle whose ``deploy()`` registers its schedule on the cluster."""
+
+    def deploy(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], bool]:
+        """Register the schedule (replacing an older version); Beam's ``({deployment_id, scheduled_job_id}, ok)``."""
+        details, ok = super().deploy(*args, **kwargs)
+        return {"deployment_id": details["deployment_id"], "scheduled_job_id": details["stub_id"]}, ok
+
+    def __reduce__(self) -> Any:
+        return (ScheduleWrapper, (self.func, self.parent))
