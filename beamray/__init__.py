@@ -8,7 +8,9 @@ from beamray import env, experimental
 from beamray.adapters.endpoint import asgi, endpoint, realtime
 from beamray.adapters.function import function
 from beamray.adapters.schedule import schedule
+from beamray.adapters.output import Output
 from beamray.adapters.task_queue import task_queue
+from beamray.adapters.volume import CloudBucket, CloudBucketConfig, Volume
 from beamray.adapters.image import Image
 from beamray.adapters.types import GpuType, PythonVersion, QueueDepthAutoscaler, TaskPolicy
 from beamray.cluster import prepare_ray_environment as _prepare_ray_environment
@@ -32,6 +34,10 @@ __all__ = [
     "task_queue",
     "schedule",
     "experimental",
+    "Output",
+    "Volume",
+    "CloudBucket",
+    "CloudBucketConfig",
     "Task",
     "Image",
     "env",

@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -403,8 +402,3 @@ def runtime_env_vars() -> dict[str, str]:
 def short_hash(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
-
-def scratch_dir() -> Path:
-    path = Path(tempfile.gettempdir()) / "beamray"
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -15,9 +15,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from beamray.cli import cluster, config_cmd, deploy, run, secret, task
+    from beamray.cli import cluster, config_cmd, deploy, run, secret, task, volume
 
-    for module in (cluster, config_cmd, deploy, run, secret, task):
+    for module in (cluster, config_cmd, deploy, run, secret, task, volume):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
@@ -289,13 +290,12 @@ def mv(original_path: str, new_path: str) -> None:
         (info.key, new_key + info.key[len(old_key):]) for info in store.list(old_key)]
     if not moves or not old.path:
         raise click.ClickException(f"Failed to move {original_path} to {new_path} (no such file or directory)")
-    scratch = storage.scratch_dir() / f"mv-{os.getpid()}"
-    for source_key, target_key in moves:
-        tmp = scratch / "file"
-        store.download(source_key, tmp)
-        store.upload(target_key, tmp)
-        store.delete(source_key)
-        tmp.unlink()
+    with tempfile.TemporaryDirectory(prefix="beamray-mv-") as scratch:
+        for source_key, target_key in moves:
+            tmp = Path(scratch) / "file"
+            store.download(source_key, tmp)
+            store.upload(target_key, tmp)
+            store.delete(source_key)
     say(f"Moved {original_path} to {new_path}")
 
 

@@ -118,6 +118,20 @@ def test_queue_api(ray_cluster):
 
 
 @cluster
+def test_one_named_detached_actor_per_queue_and_map(ray_cluster):
+    import ray
+
+    name = unique("named")
+    Queue(name=name).put(1)
+    Map(name=name)["k"] = 1
+    named = ray.util.list_named_actors(all_namespaces=True)
+    assert {"name": f"beamray:queue:{name}", "namespace": "beamray"} in named
+    assert {"name": f"beamray:map:{name}", "namespace": "beamray"} in named
+    actor = ray.get_actor(f"beamray:queue:{name}", namespace="beamray")
+    assert ray.get(actor.backend.remote()) == "memory"
+
+
+@cluster
 def test_queue_is_shared_by_name_in_one_process(ray_cluster):
     name = unique("shared")
     Queue(name=name).put("first")
@@ -306,8 +320,7 @@ def test_fifo_with_concurrent_producers_and_consumers_loses_and_duplicates_nothi
     and 2 consumer threads: each item seen exactly once, and each producer's items in order per consumer."""
     queue_name, map_name = unique("fifo-q"), unique("fifo-m")
     per_producer = 2500
-    for name, value in (("producers_done", False),):
-        Map(name=map_name)[name] = value
+    Map(name=map_name)["producers_done"] = False
     scripts = {}
     for role, body in (("producer", PRODUCER), ("consumer", CONSUMER)):
         scripts[role] = tmp_path / f"{role}.py"

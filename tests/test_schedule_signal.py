@@ -38,9 +38,12 @@ def test_schedule_fires_is_replaced_and_is_stopped(ray_cluster):
     handle = schedule_app.ticker
     first = deployments.deploy(handle.parent.deployable_spec(handle.func), code_root=REPO)
     time.sleep(7)
-    fired = [t for t in client.list_tasks(name="ticker", limit=1000)]
-    assert len(fired) >= 2, "a two-second schedule fires at least twice in seven seconds"
-    assert any(t["status"] == "COMPLETE" and t["result"] == {"tick": True} for t in fired)
+    assert len(client.list_tasks(name="ticker", limit=1000)) >= 2, "fires at least twice in seven seconds"
+    deadline = time.monotonic() + 90  # the first run also starts a worker with the app's code
+    while not any(t["status"] == "COMPLETE" and t["result"] == {"tick": True}
+                  for t in client.list_tasks(name="ticker", limit=1000)):
+        assert time.monotonic() < deadline, "no scheduled run completed"
+        time.sleep(0.5)
 
     second = deployments.deploy(handle.parent.deployable_spec(handle.func), code_root=REPO)
     records = {r.version: r.status for r in deployments.list_deployments() if r.name == "ticker"}

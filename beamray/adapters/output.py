@@ -93,6 +93,8 @@ def _read_index(output_id: str, store: storage.Storage | None = None) -> dict[st
 class Output:
     """A file or directory to persist after a task has ended."""
 
+    Stat = Stat  # Beam exposes it as Output.Stat
+
     _tmp_dir = Path(tempfile.gettempdir()) / "outputs"
 
     def __init__(self, *, path: Union[Path, str]) -> None:

@@ -55,7 +55,7 @@ def _make_task_body(spec: FunctionSpec) -> Callable[..., Any]:
         callback_url = kwargs.pop("callback_url", None) or default_callback
         identity = {"CONTAINER_ID": container_id, "TASK_ID": task_id, "STUB_ID": function_stub_id,
                     "STUB_TYPE": "function", "TIMEOUT": str(int(timeout or 0))}
-        with task_environment(runtime.env, runtime.secrets, identity):
+        with task_environment(runtime.env, runtime.secrets, identity, runtime.volumes):
             if inject_context:
                 kwargs["context"] = FunctionContext(
                     container_id=container_id, stub_id=function_stub_id, stub_type="function",
@@ -232,8 +232,10 @@ def job_runtime_env() -> dict[str, Any]:
     """The runtime env of this driver's job: where workers find beamray's stores and the user's code."""
     from beamray import config, secrets
 
+    from beamray import storage
+
     env_vars = {"BEAMRAY_HOME": str(config.home()), "BEAMRAY_SECRETS": secrets.backend_locator(),
-                "BEAMRAY_DROP_IN": os.environ.get("BEAMRAY_DROP_IN", "0")}
+                "BEAMRAY_DROP_IN": os.environ.get("BEAMRAY_DROP_IN", "0"), **storage.runtime_env_vars()}
     runtime_env: dict[str, Any] = {"env_vars": env_vars,
                                    "worker_process_setup_hook": "beamray.runtime.worker.setup_process"}
     if not cluster.is_embedded():

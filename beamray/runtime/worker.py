@@ -66,9 +66,10 @@ def _expand(value: str, secret_values: dict[str, str]) -> str:
 
 @contextlib.contextmanager
 def task_environment(
-    env: tuple[tuple[str, str], ...], secret_names: tuple[str, ...], identity: dict[str, str]
+    env: tuple[tuple[str, str], ...], secret_names: tuple[str, ...], identity: dict[str, str],
+    volumes: tuple[Any, ...] = (),
 ) -> Iterator[None]:
-    """Set the task's variables for the duration of one task, then restore the worker's own."""
+    """Set the task's variables and mount its volumes for one task, then restore the worker's own."""
     from beamray import secrets
 
     secret_values = secrets.load_many(secret_names) if secret_names else {}
@@ -78,7 +79,13 @@ def task_environment(
     saved = {key: os.environ.get(key) for key in updates}
     os.environ.update(updates)
     try:
-        yield
+        if volumes:
+            from beamray.runtime import mounts
+
+            with mounts.task_mounts(volumes):
+                yield
+        else:
+            yield
     finally:
         for key, value in saved.items():
             if value is None:

@@ -17,7 +17,7 @@ import cloudpickle
 import ray
 from ray import serve
 
-from beamray import cluster, config, secrets, store
+from beamray import cluster, config, secrets, storage, store
 from beamray.exceptions import BeamrayError
 from beamray.registry import DeploymentRecord, Registry, new_record
 from beamray.runtime import resources
@@ -43,7 +43,8 @@ def _http_host() -> str:
 def base_runtime_env(code_path: str | None) -> dict[str, Any]:
     """Where replicas find beamray's stores and the user's code; locators only, never secret values."""
     env_vars = {"BEAMRAY_HOME": str(config.home()), "BEAMRAY_SECRETS": secrets.backend_locator(),
-                "BEAMRAY_STORE": store.locator(), "BEAMRAY_DROP_IN": "1", "BEAMRAY_HTTP_PORT": str(config.http_port())}
+                "BEAMRAY_STORE": store.locator(), "BEAMRAY_DROP_IN": "1", "BEAMRAY_HTTP_PORT": str(config.http_port()),
+                **storage.runtime_env_vars()}
     runtime_env: dict[str, Any] = {"env_vars": env_vars,
                                    "worker_process_setup_hook": "beamray.runtime.worker.setup_process"}
     if code_path:

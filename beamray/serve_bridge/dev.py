@@ -276,10 +276,13 @@ class ServeSession:
                 signal.signal(signal.SIGINT, restore)
 
     def _delete_all(self) -> None:
+        import ray
         from ray import serve
 
         from beamray.serve_bridge import deployments
 
+        if not ray.is_initialized():  # never connected: nothing deployed (and serve.status() would ray.init())
+            return
         with contextlib.suppress(BeamrayError):
             deployments.delete(self.name)
         pattern = re.compile(rf"{re.escape(self.name)}-v\d+")
@@ -506,7 +509,7 @@ def _local_log_file(actor: Any, suffix: str) -> str | None:
     import ray
 
     try:
-        if actor.node_id != ray.get_runtime_context().get_node_id():
+        if not ray.is_initialized() or actor.node_id != ray.get_runtime_context().get_node_id():
             return None
         logs_dir = ray._private.worker.global_worker.node.get_logs_dir_path()
     except Exception:
@@ -534,7 +537,7 @@ def _metrics_targets() -> list[str]:
     import ray
 
     try:
-        nodes = ray.nodes()
+        nodes = ray.nodes() if ray.is_initialized() else []
     except Exception:
         return []
     return [f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"

@@ -94,7 +94,12 @@ class GatewayApp:
             await send({"type": "websocket.close", "code": 4404, "reason": "connect to /realtime/NAME/vN"})
             return
         path = scope["path"]
-        if path.startswith("/v2/task/"):
+        if path.startswith("/output/id/") and scope["method"] == "GET":
+            from beamray.adapters import output
+
+            response = await asyncio.to_thread(output.http_response, path[len("/output/id/"):].strip("/"),
+                                               scope.get("query_string", b""))
+        elif path.startswith("/v2/task/"):
             if path.rstrip("/").endswith("/subscribe") and scope["method"] == "GET":
                 await self._subscribe(scope, send)
                 return

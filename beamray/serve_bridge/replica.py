@@ -18,6 +18,7 @@ import cloudpickle
 from ray import serve
 
 from beamray.context import FunctionContext
+from beamray.runtime import mounts
 from beamray.serve_bridge import http_app
 from beamray.serve_bridge.options import concurrency
 from beamray.specs import EndpointSpec
@@ -82,7 +83,9 @@ class BeamrayReplica:
 
         spec: EndpointSpec = load_spec(spec_blob)
         os.environ.update(container_environment(spec.kind, record, spec))
+        self._mounts = mounts.process_mounts(spec.runtime.volumes)
         on_start_value = run_hook(spec.serving.on_start)
+        self._mounts.sync()
         python_version = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
         def make_context(task_id: str | None) -> FunctionContext:
@@ -103,6 +106,11 @@ class BeamrayReplica:
 
     def __serve_build_asgi_app__(self) -> Any:
         return self._app
+
+    def __del__(self) -> None:
+        mounts_ = getattr(self, "_mounts", None)
+        if mounts_ is not None:
+            mounts_.close()
 
     async def forward(self, request: dict[str, Any]) -> dict[str, Any]:
         """Serve one HTTP request handed over by the gateway (an alias URL), in-process, buffered."""

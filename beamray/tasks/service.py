@@ -54,6 +54,13 @@ class _Queue:
         return containers * config["workers"]
 
 
+def _outputs(task_id: str) -> list[dict[str, Any]]:
+    """The task's saved Outputs with fresh signed URLs (Beam's task API ``outputs``)."""
+    from beamray.adapters import output
+
+    return output.outputs_for_task(task_id)
+
+
 class _Ticks:
     """A schedule's firing times; missed ticks are skipped, as cron does after downtime."""
 
@@ -325,7 +332,7 @@ class TaskService:
             "id": record.id, "status": record.status, "started_at": records.iso(record.started_at),
             "ended_at": records.iso(record.ended_at), "container_id": record.container_id,
             "created_at": records.iso(record.created_at), "updated_at": records.iso(record.updated_at),
-            "outputs": record.outputs, "stats": stats, "result": record.result, "error": record.error or None,
+            "outputs": _outputs(record.id), "stats": stats, "result": record.result, "error": record.error or None,
             "attempts": record.attempts,
             "stub": {"id": record.stub_id, "name": f"{config.get('kind', 'taskqueue')}/{record.name}",
                      "type": f"{config.get('kind', 'taskqueue')}/deployment",

@@ -39,7 +39,7 @@ def run_queued_task(spec_blob: bytes, args: list[Any], kwargs: dict[str, Any], m
     stub_type = f"{spec.kind}/deployment"
     identity = {"CONTAINER_ID": container_id, "TASK_ID": meta["task_id"], "STUB_ID": meta["stub_id"],
                 "STUB_TYPE": stub_type, "TIMEOUT": str(int(spec.timeout or 0))}
-    with task_environment(spec.runtime.env, spec.runtime.secrets, identity):
+    with task_environment(spec.runtime.env, spec.runtime.secrets, identity, spec.runtime.volumes):
         if wants_context(spec.func):
             kwargs = {**kwargs, "context": FunctionContext(
                 container_id=container_id, stub_id=meta["stub_id"], stub_type=stub_type,

@@ -45,6 +45,7 @@ class Session:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
+            print(f"{time.monotonic():.1f} {line.rstrip()}", file=sys.__stderr__, flush=True)
             self.lines.append(line.rstrip("\n"))
             self._new.put(line)
 
@@ -110,7 +111,13 @@ def test_serve_streams_logs_reloads_and_ends_on_ctrl_c(ray_cluster, app_file: Pa
         [record] = _serve_records("greeter-serve")
         assert (record.version, record.status) == (1, "running")
 
-        app_file.write_text(app_file.read_text().replace('RESULT = "first"', 'RESULT = "second"'))
+        original = app_file.read_text()
+        app_file.write_text(original + "\ndef broken(:\n")
+        session.wait_for(r"^=> Reload failed; still serving v1$", 60)
+        session.wait_for(r"SyntaxError", 1)
+        assert _post(url, token, who="meanwhile").json()["result"] == "first"
+
+        app_file.write_text(original.replace('RESULT = "first"', 'RESULT = "second"'))
         session.wait_for(r"^=> Reloaded \(v2\)$", 60)
         response = _post(url, token, who="again")
         assert response.status_code == 200, response.text
