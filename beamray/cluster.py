@@ -217,7 +217,8 @@ def _reap(pid: int) -> None:
 
 
 def gateway_url() -> str:
-    return f"http://127.0.0.1:{config.http_port()}"
+    """Where clients reach the gateway: ``BEAMRAY_GATEWAY_URL`` (a load balancer, an ingress), else loopback."""
+    return os.environ.get("BEAMRAY_GATEWAY_URL", "").rstrip("/") or f"http://127.0.0.1:{config.http_port()}"
 
 
 def is_embedded() -> bool:
@@ -294,6 +295,9 @@ def connect(runtime_env: dict[str, Any] | None = None) -> None:
     if ray_module is not None and ray_module.is_initialized():
         return
     address = config.configured_address()
+    if address is not None and address.startswith(("http://", "https://")):
+        raise ClusterError(f"{address} is a job-submission address: library calls need a Ray address "
+                           "(host:port or ray://host:10001); the beamray CLI forwards commands there itself")
     if address is None and "ray" not in sys.modules:
         start_embedded()  # first, so that the token exists before Ray is imported
     prepare_ray_environment()

@@ -8,6 +8,7 @@ import click
 
 from beamray import cluster, config
 from beamray.cli.common import beamray_errors, json_option, print_json, say
+from beamray.exceptions import BeamrayError
 
 
 @dataclass
@@ -15,7 +16,7 @@ class ConfigView:
     address: str | None
     dashboard_url: str | None
     gateway_url: str
-    token: str
+    token: str | None
 
 
 @click.group("config")
@@ -29,8 +30,13 @@ def config_group() -> None:
 def show(as_json: bool) -> None:
     """Print the cluster address, dashboard and gateway URLs and the gateway token."""
     info = cluster.info(with_resources=False)
+    try:
+        token: str | None | None = config.gateway_token()
+    except BeamrayError as exc:  # a remote cluster keeps the token; it may be unreachable right now
+        token = None
+        click.echo(f"warning: {exc}", err=True)
     view = ConfigView(address=info.address, dashboard_url=info.dashboard_url, gateway_url=info.gateway_url,
-                      token=config.gateway_token())
+                      token=token)
     if as_json:
         print_json(view)
         return

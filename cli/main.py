@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
+from beamray import remote
 from beamray.cluster import prepare_ray_environment
+from beamray.config import configured_address
+
+# Commands that act on this machine; everything else follows BEAMRAY_ADDRESS to a remote cluster.
+LOCAL_COMMANDS = ("cluster", "config")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="beamray")
-def cli() -> None:
-    """Run Beam apps on a Ray cluster (the embedded local one unless BEAMRAY_ADDRESS is set)."""
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Run Beam apps on a Ray cluster (the embedded local one unless BEAMRAY_ADDRESS is set).
+
+    With BEAMRAY_ADDRESS=http(s)://HEAD:8265, commands run on that cluster as Ray jobs.
+    """
     prepare_ray_environment()
+    address = configured_address()
+    if remote.is_job_address(address) and ctx.invoked_subcommand not in LOCAL_COMMANDS and "--help" not in sys.argv:
+        ctx.exit(remote.run_cli(address, sys.argv[1:]))
 
 
 def _register() -> None:

@@ -456,7 +456,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 @cluster
 @pytest.mark.timeout(600)
-def test_contents_survive_cluster_down_and_up_with_redis(ray_cluster, redis_url, tmp_path):
+def test_contents_survive_cluster_down_and_up_with_redis(beamray_home, redis_url, tmp_path):
     env = {key: value for key, value in os.environ.items()
            if key not in ("BEAMRAY_ADDRESS", "RAY_ADDRESS", "BEAMRAY_LOCAL_RESOURCES", "BEAMRAY_LOCAL_GPUS")}
     env.update(BEAMRAY_HOME=str(tmp_path / "home"), BEAMRAY_LOCAL_PORT=str(free_port()),

@@ -72,9 +72,12 @@ def test_unreachable_address_fails_fast_with_a_clear_error(private_env):
 
 
 def test_config_set_and_unset_address(private_env):
-    assert beamray(private_env, "config", "set", "address", "10.0.0.1:6379").returncode == 0
-    shown = json.loads(beamray(private_env, "config", "show", "--json").stdout)
-    assert shown["address"] == "10.0.0.1:6379"
+    nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
+    assert beamray(private_env, "config", "set", "address", nowhere).returncode == 0
+    result = beamray(private_env, "config", "show", "--json")
+    shown = json.loads(result.stdout)
+    assert shown["address"] == nowhere and shown["token"] is None  # it lives on the unreachable cluster
+    assert "no Ray cluster answers" in result.stderr
     assert beamray(private_env, "config", "unset", "address").returncode == 0
     assert json.loads(beamray(private_env, "config", "show", "--json").stdout)["address"] is None
     assert beamray(private_env, "config", "set", "http_port", "abc").returncode == 2

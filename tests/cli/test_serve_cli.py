@@ -45,7 +45,6 @@ class Session:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            print(f"{time.monotonic():.1f} {line.rstrip()}", file=sys.__stderr__, flush=True)
             self.lines.append(line.rstrip("\n"))
             self._new.put(line)
 

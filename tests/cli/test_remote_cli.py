@@ -1,0 +1,71 @@
+"""Remote deploys: a second local Ray head, token auth on, reached only through its job-submission
+address (``BEAMRAY_ADDRESS=http://…:dashboard``) — the same path a cluster on EKS is used through."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def beamray(env, *args):
+    return subprocess.run([sys.executable, "-m", "beamray.cli", *args], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def remote_cluster(tmp_path_factory):
+    """The 'remote' head, started with its own home; the client knows only its dashboard URL."""
+    head_env = {key: value for key, value in os.environ.items() if key not in ("BEAMRAY_ADDRESS", "RAY_ADDRESS")}
+    head_env.update(BEAMRAY_HOME=str(tmp_path_factory.mktemp("remote-head")), BEAMRAY_LOCAL_PORT=str(free_port()),
+                    BEAMRAY_LOCAL_CPUS="2", RAY_AUTH_MODE="token")
+    for key in ("BEAMRAY_LOCAL_GPUS", "BEAMRAY_LOCAL_RESOURCES"):
+        head_env.pop(key, None)
+    up = beamray(head_env, "cluster", "up")
+    assert up.returncode == 0, up.stderr
+    dashboard = json.loads(beamray(head_env, "cluster", "status", "--json").stdout)["dashboard_url"]
+    client_env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    client_env.update(BEAMRAY_HOME=str(tmp_path_factory.mktemp("remote-client")), BEAMRAY_ADDRESS=dashboard,
+                      BEAMRAY_HTTP_PORT=str(free_port()))
+    yield client_env
+    beamray(head_env, "cluster", "down")
+
+
+def test_deploy_and_call_through_the_job_submission_path(remote_cluster):
+    deployed = beamray(remote_cluster, "deploy", "tests/apps/web_app.py:multiply", "--json")
+    assert deployed.returncode == 0, deployed.stderr + deployed.stdout
+    body = json.loads(deployed.stdout[deployed.stdout.index("{"):deployed.stdout.rindex("}") + 1])
+    assert body["name"] == "multiply" and body["version"] == 1
+    shown = beamray(remote_cluster, "config", "show", "--json")  # config is local: the token comes remotely
+    listed = beamray(remote_cluster, "deployment", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert '"multiply"' in listed.stdout and shown.returncode == 0
+
+
+def test_remote_secret_and_task_commands_run_on_the_cluster(remote_cluster):
+    created = beamray(remote_cluster, "secret", "create", "REMOTE_KEY", "v1")
+    assert created.returncode == 0 and "Created secret with name: 'REMOTE_KEY'" in created.stdout
+    shown = beamray(remote_cluster, "secret", "show", "REMOTE_KEY")
+    assert "=> Secret 'REMOTE_KEY': v1" in shown.stdout
+    assert beamray(remote_cluster, "task", "list", "--json").returncode == 0
+
+
+def test_remote_failure_is_reported_with_a_nonzero_exit(remote_cluster):
+    failed = beamray(remote_cluster, "deployment", "stop", "no-such-deployment")
+    assert failed.returncode == 1 and "no deployment matches" in failed.stdout + failed.stderr
+
+
+def test_library_calls_refuse_a_job_address_with_a_clear_error(remote_cluster):
+    script = "from beamray import cluster\ncluster.connect()\n"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env=remote_cluster, cwd=REPO)
+    assert result.returncode == 1 and "is a job-submission address" in result.stderr
