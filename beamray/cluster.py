@@ -140,14 +140,16 @@ def start_embedded(
             "gcs": _free_port(int(os.environ.get("BEAMRAY_LOCAL_PORT", 6379))),
             "dashboard": _free_port(8265),
             "client": _free_port(10001),
+            "agent": _free_port(52365),  # the dashboard agent (log API); fixed by default, so clusters collide
         }
-        # Ray hands out worker ports 10002-19999; keep the client server clear of them.
-        while 10002 <= ports["client"] <= 19999:
-            ports["client"] = _free_port()
+        for name, port in ports.items():  # Ray hands out worker ports 10002-19999: keep clear of them
+            while 10002 <= port <= 19999:
+                port = ports[name] = _free_port()
         command = [
             sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
             f"--port={ports['gcs']}", f"--dashboard-port={ports['dashboard']}", "--dashboard-host=127.0.0.1",
-            f"--ray-client-server-port={ports['client']}", f"--num-cpus={num_cpus or local_cpus():g}",
+            f"--ray-client-server-port={ports['client']}", f"--dashboard-agent-listen-port={ports['agent']}",
+            f"--num-cpus={num_cpus or local_cpus():g}",
             "--disable-usage-stats",
         ]
         if num_gpus is not None:

@@ -10,8 +10,9 @@ from beamray import remote
 from beamray.cluster import prepare_ray_environment
 from beamray.config import configured_address
 
-# Commands that act on this machine; everything else follows BEAMRAY_ADDRESS to a remote cluster.
-LOCAL_COMMANDS = ("cluster", "config")
+# Commands that act on this machine (serve watches local files); the rest follow BEAMRAY_ADDRESS when it
+# is a job-submission address.
+LOCAL_COMMANDS = ("cluster", "config", "serve")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,9 +30,9 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from beamray.cli import cluster, config_cmd, deploy, run, secret, task, volume
+    from beamray.cli import cluster, config_cmd, deploy, run, secret, serve, task, volume
 
-    for module in (cluster, config_cmd, deploy, run, secret, task, volume):
+    for module in (cluster, config_cmd, deploy, run, secret, serve, task, volume):
         for command in module.COMMANDS:
             cli.add_command(command)
 
