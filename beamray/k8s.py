@@ -152,7 +152,8 @@ class GroupPlan:
     custom_image: bool = False
     handlers: list[str] = field(default_factory=list)
     need: tuple[float, float, int] = (0.0, 0.0, 0)  # the largest request: cores, MiB, GPUs
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # comments on the group in the YAML
+    warnings: list[str] = field(default_factory=list)  # also comments, and printed by the CLI
 
 
 def _first(ladder: Iterable[int], at_least: float, what: str) -> int:
@@ -186,8 +187,8 @@ def _size(plan: GroupPlan, provisioned: set[str] | None) -> None:
         plan.notes.append(f"AWS {inst.name} ({inst.vcpu} vCPU, {inst.mem_gib} GiB, {inst.gpus}x {plan.gpu_type}): "
                           "one Ray worker Pod per node, with all its GPUs.")
         if provisioned is not None and inst.name not in provisioned:
-            plan.notes.append(f"eks/cluster.yaml has no node group of {inst.name}: add one (tainted "
-                              "nvidia.com/gpu=true:NoSchedule, minSize 0), or let Karpenter provide it.")
+            plan.warnings.append(f"eks/cluster.yaml has no node group of {inst.name}: add one (tainted "
+                                 "nvidia.com/gpu=true:NoSchedule, minSize 0), or let Karpenter provide it.")
         return
     floor_cpu, floor_gib = PER_GPU_FLOOR if plan.gpu_type else (1, 4)
     count = max(gpus, 1) if plan.gpu_type else 0
@@ -197,8 +198,8 @@ def _size(plan: GroupPlan, provisioned: set[str] | None) -> None:
                           f"{plan.name}: memory (GiB, with headroom)")
     if plan.gpu_type in GFD_PRODUCTS:
         plan.node_selector = {"nvidia.com/gpu.product": GFD_PRODUCTS[plan.gpu_type]}
-        plan.notes.append(f"Not on AWS: nodes labelled by NVIDIA GPU Feature Discovery (with time-slicing the value "
-                          f"gains a -SHARED suffix: patch the selector).")
+        plan.notes.append("Not on AWS: nodes labelled by NVIDIA GPU Feature Discovery (with time-slicing the value "
+                          "gains a -SHARED suffix: patch the selector).")
     elif plan.gpu_type:
         plan.node_selector = {"karpenter.k8s.aws/instance-gpu-name": plan.gpu_type.lower()}
         plan.notes.append(f"No known instance mapping for {plan.gpu_type}: this selects Karpenter's GPU-name label "
@@ -232,31 +233,30 @@ def plan_groups(requests: list[AppRequest], extra_gpus: Iterable[str] = (),
         else:
             raise ManifestError(f"{r.handler} asks for gpu='any' and the app names no GPU type: pass "
                                 "--gpus TYPE to choose the GPU nodes that serve it")
-    plans = []
-    for gpu in [None] + sorted(order, key=str.lower):
-        name = gpu.lower() if gpu else "cpu"
-        if not DNS1035.fullmatch(name):
-            raise ManifestError(f"gpu type {gpu!r} gives the invalid group name {name!r}")
-        group = members[gpu]
-        plan = GroupPlan(name=name, gpu_type=gpu, handlers=[r.handler for r in group], need=_need(group))
-        if gpu:
-            key = ray_resource(gpu)
-            plan.need = (plan.need[0], plan.need[1], max(plan.need[2], 1))
-        _size(plan, provisioned)
-        if gpu:  # accelerator_type:<T> is auto-detected (1); a custom resource counts GPUs, like the limit
-            plan.advertise = {key: 1 if key.startswith("accelerator_type:") else plan.gpus}
-        images = sorted({r.base_image for r in group if r.base_image})
-        if len(images) > 1:
-            raise ManifestError(f"worker group {name} would need several images ({', '.join(images)}); one group "
-                                "runs one image: give these handlers the same Image(base_image=...)")
-        plan.image, plan.custom_image = (images[0], True) if images else (GPU_IMAGE if gpu else CPU_IMAGE, False)
-        for r in group:
-            if r.dockerfile and not r.base_image:
-                warnings.append(f"{r.handler}: Image.from_dockerfile is not built for Kubernetes; build and push it, "
-                                "then use Image(base_image=...). The group uses " + plan.image)
-        warnings += [f"{name}: {note}" for note in plan.notes if "no node group" in note]
-        plans.append(plan)
-    return plans, warnings
+    plans = [_plan(gpu, members[gpu], provisioned) for gpu in [None] + sorted(order, key=str.lower)]
+    return plans, warnings + [f"{p.name}: {w}" for p in plans for w in p.warnings]
+
+
+def _plan(gpu: str | None, group: list[AppRequest], provisioned: set[str] | None) -> GroupPlan:
+    name = gpu.lower() if gpu else "cpu"
+    if not DNS1035.fullmatch(name):
+        raise ManifestError(f"gpu type {gpu!r} gives the invalid group name {name!r}")
+    cpu, mem_mib, gpus = _need(group)
+    plan = GroupPlan(name=name, gpu_type=gpu, handlers=[r.handler for r in group],
+                     need=(cpu, mem_mib, max(gpus, 1) if gpu else 0))
+    _size(plan, provisioned)
+    if gpu:  # accelerator_type:<T> is auto-detected (1); a custom resource counts GPUs, like the limit
+        key = ray_resource(gpu)
+        plan.advertise = {key: 1 if key.startswith("accelerator_type:") else plan.gpus}
+    images = sorted({r.base_image for r in group if r.base_image})
+    if len(images) > 1:
+        raise ManifestError(f"worker group {name} would need several images ({', '.join(images)}); one group "
+                            "runs one image: give these handlers the same Image(base_image=...)")
+    plan.image, plan.custom_image = (images[0], True) if images else (GPU_IMAGE if gpu else CPU_IMAGE, False)
+    plan.warnings += [f"{r.handler}: Image.from_dockerfile is not built for Kubernetes; build and push it, then "
+                      f"use Image(base_image=...). The group uses {plan.image}"
+                      for r in group if r.dockerfile and not r.base_image]
+    return plan
 
 
 def _quoted_resources(advertise: dict[str, int]) -> str:
@@ -264,7 +264,9 @@ def _quoted_resources(advertise: dict[str, int]) -> str:
     return '"' + json.dumps(advertise).replace('"', '\\"') + '"'
 
 
-def _worker_group(plan: GroupPlan, template_group: dict[str, Any], same_name: dict[str, Any] | None) -> dict[str, Any]:
+def _worker_group(plan: GroupPlan, template_group: dict[str, Any],
+                  same_name: dict[str, Any] | None) -> dict[str, Any]:
+    """One workerGroupSpec: the overlay's pod template (env, labels) with generated placement and size."""
     tmpl = copy.deepcopy(template_group.get("template") or {})
     spec = tmpl.setdefault("spec", {})
     container = spec.setdefault("containers", [{"name": "ray-worker"}])[0]
@@ -293,7 +295,8 @@ def _worker_group(plan: GroupPlan, template_group: dict[str, Any], same_name: di
     inherited = same_name or {}
     group: dict[str, Any] = {"groupName": plan.name}
     if plan.gpu_type:
-        group.update(replicas=0, minReplicas=0, maxReplicas=max(1, inherited.get("maxReplicas", 2 if plan.gpus >= 8 else 4)))
+        default_max = 2 if plan.gpus >= 8 else 4
+        group.update(replicas=0, minReplicas=0, maxReplicas=max(1, inherited.get("maxReplicas", default_max)))
     else:
         base = same_name or template_group
         group.update(replicas=base.get("replicas", 0), minReplicas=base.get("minReplicas", 0),
@@ -316,8 +319,8 @@ def _template_group(rc: dict[str, Any]) -> dict[str, Any]:
     head = rc["spec"]["headGroupSpec"]["template"]
     container = head["spec"]["containers"][0]
     labels = {**head.get("metadata", {}).get("labels", {}), "app.kubernetes.io/component": "ray-worker"}
-    return {"template": {"metadata": {"labels": labels},
-                         "spec": {"containers": [{"name": "ray-worker", "env": copy.deepcopy(container.get("env", []))}]}}}
+    worker = {"name": "ray-worker", "env": copy.deepcopy(container.get("env", []))}
+    return {"template": {"metadata": {"labels": labels}, "spec": {"containers": [worker]}}}
 
 
 def _rename(obj: Any, old: str, new: str) -> None:
@@ -333,7 +336,8 @@ def _rename(obj: Any, old: str, new: str) -> None:
             _rename(value, old, new)
 
 
-def compile_cluster(base_docs: list[dict[str, Any]], plans: list[GroupPlan], name: str | None = None) -> list[dict[str, Any]]:
+def compile_cluster(base_docs: list[dict[str, Any]], plans: list[GroupPlan],
+                    name: str | None = None) -> list[dict[str, Any]]:
     """The overlay's documents, in their order, with the RayCluster's worker groups replaced by ``plans``."""
     docs = copy.deepcopy(base_docs)
     clusters = [d for d in docs if d.get("apiVersion") == "ray.io/v1" and d.get("kind") == "RayCluster"]
@@ -374,14 +378,16 @@ def annotate(text: str, plans: list[GroupPlan], header: list[str]) -> str:
             served = ", ".join(current.handlers) or "no handler of the app yet (--gpus)"
             what = f"{current.gpu_type} ({ray_resource(current.gpu_type)})" if current.gpu_type else "CPU only"
             out.append(f"{pad}---- {current.name}: {what}; serves {served}")
-            out += [pad + note for note in current.notes]
+            out += [pad + note for note in current.notes + current.warnings]
             out.append(f"{pad}Pod {current.cpu} CPU, {current.mem_gib}Gi, {current.gpus} GPU; largest request "
                        f"{_fmt_need(current)} (memory limit >= {MEMORY_HEADROOM:g}x request).")
         m = re.fullmatch(r"(\s*)image: .*", line)
-        if m and current is not None and current.custom_image:
-            fallback = GPU_IMAGE if current.gpu_type else CPU_IMAGE
-            out.append(f"{m.group(1)}# From the app's Image(base_image=...): it must contain Ray {RAY_VERSION} "
-                       f"(Python 3.11, as on the head) and beamray; else drop base_image to get {fallback}.")
+        if m and current is not None:  # the group's Ray container comes first; later images are not ours
+            if current.custom_image:
+                fallback = GPU_IMAGE if current.gpu_type else CPU_IMAGE
+                out.append(f"{m.group(1)}# From the app's Image(base_image=...): it must contain Ray {RAY_VERSION} "
+                           f"(Python 3.11, as on the head) and beamray; else drop base_image to get {fallback}.")
+            current = None
         out.append(line)
     return "\n".join(out) + "\n"
 
@@ -389,7 +395,7 @@ def annotate(text: str, plans: list[GroupPlan], header: list[str]) -> str:
 def find_renderer(base: Path) -> Path:
     """``render.py`` of the k8s/kuberay tree that holds ``base`` (else this repository's)."""
     for parent in [base.resolve(), *base.resolve().parents]:
-        if (parent / "render.py").is_file():
+        if (parent / "render.py").is_file() and (parent / "base").is_dir():
             return parent / "render.py"
     if (KUBERAY_DIR / "render.py").is_file():
         return KUBERAY_DIR / "render.py"
@@ -440,6 +446,8 @@ def render_app(requests: list[AppRequest], base: Path, extra_gpus: Iterable[str]
     except renderer.RenderError as exc:
         raise ManifestError(f"cannot render {base}: {exc}") from exc
     plans, warnings = plan_groups(requests, extra_gpus, provisioned_instance_types(renderer_path.parent))
+    if not requests:
+        warnings.insert(0, f"{source}: no decorated Beam objects found; only the cpu group is generated")
     docs = compile_cluster(base_docs, plans, name)
     header = [f"Generated by `beamray k8s render {source}` from {base_label or base}: do not edit, re-render.",
               "The overlay's worker groups are replaced by groups generated from the app's requests:"]

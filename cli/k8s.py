@@ -75,7 +75,8 @@ def _existing_dir(path: str) -> Path:
 @click.argument("app", metavar="FILE.py[:HANDLER]")
 @click.option("--gpus", default="", metavar="A10G,H100,…", help="Extra GPU types to give worker groups.")
 @click.option("--name", help="RayCluster name (default: the overlay's, beamray).")
-@click.option("--base", default=DEFAULT_BASE, show_default=True, help="kustomize overlay providing head, Redis, gateway.")
+@click.option("--base", default=DEFAULT_BASE, show_default=True,
+              help="kustomize overlay providing head, Redis, gateway.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the YAML here instead of stdout.")
 @beamray_errors
 def render(app: str, gpus: str, name: str | None, base: str, output: str | None) -> None:
