@@ -12,7 +12,7 @@ from beamray.config import configured_address
 
 # Commands that act on this machine (serve watches local files); the rest follow BEAMRAY_ADDRESS when it
 # is a job-submission address.
-LOCAL_COMMANDS = ("cluster", "config", "serve")
+LOCAL_COMMANDS = ("cluster", "config", "k8s", "serve")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,9 +30,9 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from beamray.cli import cluster, config_cmd, deploy, run, secret, serve, task, volume
+    from beamray.cli import cluster, config_cmd, deploy, k8s, run, secret, serve, task, volume
 
-    for module in (cluster, config_cmd, deploy, run, secret, serve, task, volume):
+    for module in (cluster, config_cmd, deploy, k8s, run, secret, serve, task, volume):
         for command in module.COMMANDS:
             cli.add_command(command)
 
