@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from dataclasses import asdict, is_dataclass
 from typing import Any, Callable
 
@@ -39,3 +40,27 @@ def beamray_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise click.ClickException(str(message)) from exc
 
     return wrapper
+
+
+def humanize_age(timestamp: float, now: float | None = None) -> str:
+    """``20 seconds ago``, ``1 minute ago``, ``19 hours ago``… as Beam's tables show ages."""
+    seconds = int((time.time() if now is None else now) - timestamp)
+    if seconds < 1:
+        return "just now"
+    for unit, size in (("year", 365 * 86400), ("month", 30 * 86400), ("day", 86400), ("hour", 3600),
+                       ("minute", 60), ("second", 1)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'} ago"
+    return "just now"  # unreachable
+
+
+def render_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Beam's borderless table: two-space indent, a rule under the headers."""
+    widths = [max([len(header)] + [len(row[i]) for row in rows]) for i, header in enumerate(headers)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "  " + "   ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+
+    rule = " " + "─" * (sum(widths) + 3 * (len(widths) - 1) + 2)
+    return "\n".join([line(headers), rule] + [line(row) for row in rows])

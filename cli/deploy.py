@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
 
 import click
 
-from beamray.cli.common import beamray_errors, json_option, print_json, say
+from beamray.cli.common import beamray_errors, humanize_age, json_option, print_json, render_table, say
 from beamray.cli.loading import load_handler
 
 
@@ -93,15 +92,11 @@ def list_command(as_json: bool) -> None:
     if as_json:
         print_json([vars(record) for record in records])
         return
-    rows = [("ID", "Name", "Kind", "Version", "Status", "Created", "URL")]
-    for record in records:
-        created = datetime.datetime.fromtimestamp(record.created_at).strftime("%Y-%m-%d %H:%M:%S")
-        rows.append((record.deployment_id[:8], record.name, record.kind, f"v{record.version}", record.status,
-                     created, record.url))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    click.echo(f"\n{len(records)} items")
+    rows = [(record.deployment_id[:8], record.name, record.kind, f"v{record.version}",
+             "Yes" if record.status == "running" else "No", humanize_age(record.created_at), record.url)
+            for record in records]
+    click.echo(render_table(("ID", "Name", "Kind", "Version", "Active", "Created", "URL"), rows))
+    click.echo(f"\n  {len(records)} items")
 
 
 @deployment_group.command()

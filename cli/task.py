@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from beamray.cli.common import beamray_errors, json_option, print_json, say
+from beamray.cli.common import beamray_errors, json_option, print_json, render_table, say
 
 
 @click.group("task")
@@ -27,13 +27,10 @@ def list_command(statuses: str | None, name: str | None, limit: int, as_json: bo
     if as_json:
         print_json(tasks)
         return
-    rows = [("ID", "Status", "Queue", "Created", "Started", "Ended")]
-    rows += [(t["id"], t["status"], t["stub"]["name"].split("/", 1)[-1], t["created_at"] or "-",
-              t["started_at"] or "-", t["ended_at"] or "-") for t in tasks]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    click.echo(f"\n{len(tasks)} items")
+    rows = [(t["id"], t["status"], t["stub"]["name"].split("/", 1)[-1], t["created_at"] or "-",
+             t["started_at"] or "-", t["ended_at"] or "-") for t in tasks]
+    click.echo(render_table(("ID", "Status", "Queue", "Created", "Started", "Ended"), rows))
+    click.echo(f"\n  {len(tasks)} items")
 
 
 @task_group.command()

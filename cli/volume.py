@@ -20,7 +20,7 @@ import click
 from beamray import storage
 from beamray.adapters import volume as volumes
 from beamray.cli.common import beamray_errors, print_json, say
-from beamray.cli.secret import humanize_age, render_table
+from beamray.cli.common import humanize_age, render_table
 
 SCHEMES = ("beam://", "beamray://")
 

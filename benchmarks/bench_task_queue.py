@@ -1,0 +1,103 @@
+"""Task queue throughput (put → COMPLETE) against raw Ray tasks doing the same work, and enqueue latency.
+
+beamray: N trivial tasks submitted to a deployed ``@task_queue`` (durable records in the embedded SQLite
+store, or Redis with ``--redis-url``), timed until every one is COMPLETE. Raw Ray: N ``f.remote(i)``
+calls with the same resource ask, timed until ``ray.get`` returns. Goal (issue): throughput ratio >= 0.5.
+Also p50 enqueue latency over HTTP (``POST /taskqueue/NAME``) and through ``.put()``.
+
+    python benchmarks/bench_task_queue.py [--tasks 1000] [--trials 3] [--redis-url redis://…] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import time
+
+import click
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+from beamray import QueueDepthAutoscaler, task_queue  # noqa: E402
+
+GOAL = 0.5
+CONCURRENCY = 8  # both sides: at most this many tasks run at once (0.5 CPU each on 4 logical CPUs)
+
+
+@task_queue(name="benchdouble", cpu=0.5, max_pending_tasks=100_000,
+            autoscaler=QueueDepthAutoscaler(max_containers=CONCURRENCY, tasks_per_container=1))
+def double(x):
+    return {"result": x * 2}
+
+
+def _double(x):
+    return {"result": x * 2}
+
+
+@click.command()
+@click.option("--tasks", default=1000, show_default=True)
+@click.option("--trials", default=3, show_default=True)
+@click.option("--latency-samples", default=200, show_default=True)
+@click.option("--redis-url", default=None, help="Keep task records in this Redis (BEAMRAY_REDIS_URL).")
+@click.option("--json", "json_path", default=None)
+def main(tasks: int, trials: int, latency_samples: int, redis_url: str | None, json_path: str | None) -> None:
+    """put → COMPLETE throughput of beamray's task queue vs raw Ray tasks; enqueue p50 over HTTP and .put()."""
+    if redis_url:
+        os.environ["BEAMRAY_REDIS_URL"] = redis_url
+    with common.isolated_cluster(cpus=4) as state:
+        import ray
+
+        from beamray import config
+        from beamray.serve_bridge import deployments
+        from beamray.tasks import client
+
+        raw = ray.remote(num_cpus=0.5, memory=128 * 2**20)(_double)
+        record = deployments.deploy(double.parent.spec_for(double.func), code_root=os.path.dirname(__file__))
+        service = client.service()
+
+        def beamray_run() -> float:
+            started = time.perf_counter()
+            ids = ray.get([service.submit.remote(record.app_name, [], {"x": i}) for i in range(tasks)])
+            remaining = set(ids)
+            while remaining:
+                done = ray.get(service.list.remote(["COMPLETE"], "benchdouble", 100_000))
+                remaining -= {task["id"] for task in done}
+                time.sleep(0.02)
+            return tasks / (time.perf_counter() - started)
+
+        def raw_run() -> float:
+            started = time.perf_counter()
+            ray.get([raw.remote(i) for i in range(tasks)])
+            return tasks / (time.perf_counter() - started)
+
+        cases = {"beamray": beamray_run, "raw_ray": raw_run}
+        common.header("task queue put → COMPLETE", trials, f"{tasks} tasks, {CONCURRENCY} at a time, "
+                      f"store={'redis' if redis_url else 'sqlite (embedded)'}")
+        common.warm_up(cases, rounds=1)
+        results = common.interleaved(cases, trials)
+        ratio = common.paired_ratio(results["beamray"], results["raw_ray"])
+        for name, values in results.items():
+            click.echo(f"{name:8s} throughput: {common.fmt_mean_std(values, digits=0)} tasks/s "
+                       f"(median {common.median(values):.0f})")
+        click.echo(common.ratio_line("beamray/raw_ray throughput", ratio, f">= {GOAL}", ratio >= GOAL))
+
+        url = f"http://127.0.0.1:{config.http_port()}/taskqueue/benchdouble"
+        headers = {"Authorization": f"Bearer {config.gateway_token()}", "Content-Type": "application/json"}
+        http_ms = [common.timed(lambda: common.http_post(url, headers=headers)) * 1000
+                   for _ in range(latency_samples)]
+        with contextlib.redirect_stdout(io.StringIO()):  # .put() prints "Enqueued task: …" as Beam does
+            put_ms = [common.timed(lambda: double.put(x=1)) * 1000 for _ in range(latency_samples)]
+        click.echo(f"enqueue over HTTP: p50 {common.percentile(http_ms, 50):.2f} ms, "
+                   f"p99 {common.percentile(http_ms, 99):.2f} ms")
+        click.echo(f"enqueue via .put(): p50 {common.percentile(put_ms, 50):.2f} ms, "
+                   f"p99 {common.percentile(put_ms, 99):.2f} ms")
+        common.print_machine(common.machine_info())
+        common.write_json(json_path, {"throughput": results, "ratio": ratio, "http_enqueue_ms": http_ms,
+                                      "put_ms": put_ms, "state": {k: str(v) for k, v in state.items()}})
+
+
+if __name__ == "__main__":
+    main()
