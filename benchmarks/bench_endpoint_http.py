@@ -73,8 +73,8 @@ def echo(event):
 def haproxy_environment() -> dict[str, str]:
     """Env for the head (the Serve controller reads it): HAProxy on, its files and ports off the defaults.
 
-    The defaults (/tmp/haproxy-serve/*, stats :8404, metrics :9101) are shared by every cluster on the
-    machine; two HAProxy-mode clusters would fight over them.
+    The defaults (/tmp/haproxy-serve/*, stats :8404, metrics :9101, fallback proxy :8500) are shared by
+    every cluster on the machine; two HAProxy-mode clusters would fight over them.
     """
     # Short: Ray appends a 56-character node id, and HAProxy caps socket paths at 97 characters.
     files = tempfile.mkdtemp(prefix="hap", dir="/tmp")
@@ -87,6 +87,7 @@ def haproxy_environment() -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{files}/metrics.sock",
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(common.free_port()),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(common.free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(common.free_port()),
     }
 
 

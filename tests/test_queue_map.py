@@ -91,6 +91,15 @@ def test_map_rejects_values_over_one_mib_and_ttls_over_a_week_with_beams_message
         dmap.set(1, "v")  # type: ignore[arg-type]
 
 
+def test_put_header_matches_the_actor():
+    from beamray.adapters import queue as queue_module
+    from beamray.runtime import kv_actors
+
+    assert queue_module._PUT_HEADER.format == kv_actors.PUT_HEADER.format
+    assert Queue(name="q", max_size=7)._header == kv_actors.PUT_HEADER.pack(7)
+    assert Queue(name="q", max_size=None)._header == Queue(name="q", max_size=0)._header == kv_actors.PUT_HEADER.pack(0)
+
+
 def test_handles_pickle_without_their_actor():
     queue, dmap = Queue(name="q", max_size=5), Map(name="m")
     queue._methods, dmap._actor = ("stale",), "stale"

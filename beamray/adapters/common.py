@@ -21,6 +21,19 @@ def handler_name(func: Callable[..., Any]) -> str:
     return f"{module}:{getattr(func, '__name__', 'handler')}"
 
 
+def pickle_by_reference(func: Callable[..., Any]) -> None:
+    """Let replicas import the handler's module instead of receiving a copy of the function.
+
+    The decorator replaces the module attribute with its handle, so pickle cannot find the function by
+    name and would copy it with a private copy of its globals: module-level code (an
+    ``experimental.Signal`` with a handler, a model loaded at import) would never run in the replica.
+    Naming the function ``<handle>.func`` makes ``module.<name>.func`` resolve to it.
+    """
+    qualname = getattr(func, "__qualname__", "")
+    if qualname and "<locals>" not in qualname and not qualname.endswith(".func"):
+        func.__qualname__ = f"{qualname}.func"
+
+
 class RunnerArgs:
     """Beam's common runner kwargs, parsed at decoration like the SDK (gpu waits for the first run)."""
 

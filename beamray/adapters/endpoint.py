@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from beamray import env as beam_env
 from beamray.adapters import parsing
-from beamray.adapters.common import DeployableArgs, handler_name, signature
+from beamray.adapters.common import DeployableArgs, handler_name, pickle_by_reference, signature
 from beamray.specs import EndpointSpec
 
 _ORDER = {
@@ -74,6 +74,7 @@ class WebHandle:
     """What the web decorators return: deployable, and callable inside a replica."""
 
     def __init__(self, func: Callable[..., Any], parent: _WebDecorator) -> None:
+        pickle_by_reference(func)
         self.func = func
         self.parent = parent
 

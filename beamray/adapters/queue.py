@@ -10,11 +10,14 @@ it) and adds nothing. ``max_size <= 0`` or ``None`` means unbounded. The actor a
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import cloudpickle
 
 from beamray.exceptions import BeamrayError
+
+_PUT_HEADER = struct.Struct("<q")  # == beamray.runtime.kv_actors.PUT_HEADER (that module imports Ray)
 
 
 class SimpleQueueInternalServerError(Exception):
@@ -36,7 +39,8 @@ class Queue:
             raise ValueError(f"Queue name must be a non-empty string, got {name!r}")
         self.name = name
         self.max_size = max_size
-        self._limit = int(max_size) if max_size and max_size > 0 else 0
+        # put() sends one bytes argument: this header (max_size, 0 = unbounded; kv_actors.PUT_HEADER) + the value
+        self._header = _PUT_HEADER.pack(int(max_size) if max_size and max_size > 0 else 0)
         self._methods: tuple[Any, ...] | None = None
 
     def _actor(self) -> tuple[Any, ...]:
@@ -68,7 +72,7 @@ class Queue:
         raise SimpleQueueInternalServerError(f"Queue {self.name!r}: {type(cause).__name__}: {cause}") from exc
 
     def put(self, value: Any) -> bool:
-        result = self._call(0, cloudpickle.dumps(value), self._limit)
+        result = self._call(0, self._header + cloudpickle.dumps(value))
         if result is not True:
             raise QueueFullError(
                 f"Queue {self.name!r} is full: it holds {result} items and max_size is {self.max_size}; "
@@ -94,7 +98,7 @@ class Queue:
         raise NotImplementedError
 
     def __getstate__(self) -> dict[str, Any]:  # a Queue sent to a task looks its actor up there
-        return {"name": self.name, "max_size": self.max_size, "_limit": self._limit, "_methods": None}
+        return {"name": self.name, "max_size": self.max_size, "_header": self._header, "_methods": None}
 
     def __repr__(self) -> str:
         return f"Queue(name={self.name!r}, max_size={self.max_size!r})"

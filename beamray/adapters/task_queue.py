@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from beamray import env as beam_env
 from beamray.adapters import parsing
-from beamray.adapters.common import DeployableArgs, handler_name, signature
+from beamray.adapters.common import DeployableArgs, handler_name, pickle_by_reference, signature
 from beamray.specs import TaskQueueSpec
 
 _ORDER = ("app", "cpu", "memory", "gpu", "gpu_count", "image", "timeout", "retries", "workers", "keep_warm_seconds",
@@ -46,6 +46,7 @@ class TaskQueueHandle:
     """What ``@task_queue`` returns: ``.put()`` enqueues; calling it directly works only inside a task."""
 
     def __init__(self, func: Callable[..., Any], parent: task_queue) -> None:
+        pickle_by_reference(func)
         self.func = func
         self.parent = parent
 

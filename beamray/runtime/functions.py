@@ -23,7 +23,7 @@ from beamray.runtime.worker import FunctionTimeoutError, RetryableTaskError, dea
 from beamray.specs import FunctionSpec
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-MAP_WINDOW = int(os.environ.get("BEAMRAY_MAP_WINDOW", "1000"))
+MAP_WINDOW = int(os.environ.get("BEAMRAY_MAP_WINDOW", "4096"))
 _PROGRESS_MIN_ITEMS = 100
 
 
@@ -91,11 +91,13 @@ class FunctionRunner:
         self.spec = spec
         self._remote: Any = None
         self._options: dict[str, Any] | None = None
+        self._bound: Any = None  # the remote function with its options applied, reused while they hold
 
     def _remote_function(self) -> Any:
-        cluster.connect(job_runtime_env())
-        if self._remote is None:
+        if self._remote is None or not ray.is_initialized():
+            cluster.connect(job_runtime_env())
             self._remote = ray.remote(_make_task_body(self.spec))
+            self._bound = None
         return self._remote
 
     def _task_options(self) -> dict[str, Any]:
@@ -107,14 +109,18 @@ class FunctionRunner:
             image_env = image_runtime_env(self.spec.runtime.image, what)
             if image_env:
                 options["runtime_env"] = image_env
-            self._options = options
+            if options != self._options:
+                self._options, self._bound = options, None
         else:
             resource_options.check_feasible(self._options, what)
         return self._options
 
     def submit(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ray.ObjectRef:
         remote = self._remote_function()
-        return remote.options(**self._task_options()).remote(*args, **kwargs)
+        options = self._task_options()
+        if self._bound is None:
+            self._bound = remote.options(**options)
+        return self._bound.remote(*args, **kwargs)
 
     def submit_headless(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ray.ObjectRef:
         """Submit through a detached owner, so the task outlives this process (``headless=True``)."""
@@ -140,25 +146,24 @@ class FunctionRunner:
         """Stream results with at most ``MAP_WINDOW`` calls in flight; a failed input yields None."""
         total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
         progress = _Progress(self.spec.handler, total)
-        pending: deque[tuple[int, ray.ObjectRef]] = deque()
         numbered = enumerate(inputs)
-        for index, item in itertools.islice(numbered, MAP_WINDOW):
-            pending.append((index, self._submit_item(item)))
+        pending = {self._submit_item(item): index for index, item in itertools.islice(numbered, MAP_WINDOW)}
+        in_order: deque[ray.ObjectRef] = deque(pending if order_outputs else ())
         while pending:
             if order_outputs:
-                done = [pending.popleft()]
-            else:
-                refs = [ref for _, ref in pending]
-                ready, _ = ray.wait(refs, num_returns=1)
-                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0) if len(refs) > 1 else (ready, None)
-                ready_set = set(ready)
-                done = [entry for entry in pending if entry[1] in ready_set]
-                pending = deque(entry for entry in pending if entry[1] not in ready_set)
+                done = [in_order.popleft()]
+            else:  # everything finished by now, at least one
+                refs = list(pending)
+                ray.wait(refs, num_returns=1, fetch_local=False)
+                done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
             for index, item in itertools.islice(numbered, len(done)):
-                pending.append((index, self._submit_item(item)))
-            for index, ref in done:
+                ref = self._submit_item(item)
+                pending[ref] = index
+                if order_outputs:
+                    in_order.append(ref)
+            for ref in done:
                 progress.advance()
-                yield self._outcome(index, ref, return_exceptions)
+                yield self._outcome(pending.pop(ref), ref, return_exceptions)
         progress.close()
 
     def _submit_item(self, item: Any) -> ray.ObjectRef:

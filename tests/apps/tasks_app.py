@@ -75,3 +75,12 @@ def bulk(x):
 def steady(seconds: float = 0.0, tag: str = ""):
     time.sleep(seconds)
     return {"tag": tag}
+
+
+@task_queue(name="blocking", cpu=0.1, timeout=120, retries=0, max_pending_tasks=3,
+            autoscaler=QueueDepthAutoscaler(max_containers=1))
+def blocking(seconds: float = 60.0, marker: str = ""):
+    if marker:
+        Path(marker).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return {"slept": seconds}

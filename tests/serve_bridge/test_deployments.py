@@ -132,11 +132,11 @@ def test_public_deployment_needs_no_token(gateway):
 
 def test_asgi_app_serves_several_routes_and_methods(gateway):
     deploy(web_app.web_server)
-    base = "/asgi/webapp/v1"
-    assert gateway.put(f"{base}/items/a", json={"value": 42}).json() == {"stored": "a"}
-    assert gateway.get(f"{base}/items/a").json() == {"id": "a", "value": 42}
-    assert gateway.post(f"{base}/echo", json={"k": [1, 2]}).json() == {"k": [1, 2]}
-    assert gateway.delete(f"{base}/items/a").json() == {"deleted": True}
+    prefix = "/asgi/webapp/v1"
+    assert gateway.put(f"{prefix}/items/a", json={"value": 42}).json() == {"stored": "a"}
+    assert gateway.get(f"{prefix}/items/a").json() == {"id": "a", "value": 42}
+    assert gateway.post(f"{prefix}/echo", json={"k": [1, 2]}).json() == {"k": [1, 2]}
+    assert gateway.delete(f"{prefix}/items/a").json() == {"deleted": True}
     assert gateway.get("/asgi/webapp/items/a").json() == {"id": "a", "value": None}  # via the alias
     assert httpx.get(f"{base(gateway)}/asgi/webapp/v1/items/a").status_code == 401
 

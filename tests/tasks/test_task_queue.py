@@ -127,14 +127,14 @@ def test_timeout_stops_the_running_code(gateway, tmp_path):
 
 
 def test_cancel_running_and_pending_tasks_and_queue_limit(gateway, tmp_path):
-    deploy(tasks_app.slow)  # max_containers=1, max_pending_tasks=3, timeout 2 s
+    deploy(tasks_app.blocking)  # max_containers=1, max_pending_tasks=3
     marker = tmp_path / "pid"
-    running = gateway.post("/taskqueue/slow", json={"seconds": 30, "marker": str(marker)}).json()["task_id"]
+    running = gateway.post("/taskqueue/blocking", json={"seconds": 60, "marker": str(marker)}).json()["task_id"]
     deadline = time.monotonic() + 60
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)  # the handler has started
-    pending = [gateway.post("/taskqueue/slow", json={"seconds": 30}).json()["task_id"] for _ in range(3)]
-    full = gateway.post("/taskqueue/slow", json={"seconds": 30})
+    pending = [gateway.post("/taskqueue/blocking", json={"seconds": 60}).json()["task_id"] for _ in range(3)]
+    full = gateway.post("/taskqueue/blocking", json={"seconds": 60})
     assert full.status_code == 429 and "max_pending_tasks" in full.json()["error"]
     assert gateway.request("DELETE", "/v2/task/cancel/", json={"task_ids": [running, *pending]}).json() == {}
     for task_id in [running, *pending]:
