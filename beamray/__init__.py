@@ -8,7 +8,9 @@ from beamray import env, experimental
 from beamray.adapters.endpoint import asgi, endpoint, realtime
 from beamray.adapters.function import function
 from beamray.adapters.schedule import schedule
+from beamray.adapters.map import Map
 from beamray.adapters.output import Output
+from beamray.adapters.queue import Queue
 from beamray.adapters.task_queue import task_queue
 from beamray.adapters.volume import CloudBucket, CloudBucketConfig, Volume
 from beamray.adapters.image import Image
@@ -35,6 +37,8 @@ __all__ = [
     "schedule",
     "experimental",
     "Output",
+    "Queue",
+    "Map",
     "Volume",
     "CloudBucket",
     "CloudBucketConfig",

@@ -137,7 +137,8 @@ def main(ops: int, trials: int, warmup: int, with_redis: bool, json_path: str | 
             durable = Queue(name="bench-redis", max_size=0)
             durable.empty()  # creates the actor with the Redis backend
             os.environ.pop("BEAMRAY_REDIS_URL")
-            sides["raw_ray_redis"] = (lambda v: ray.get(raw_redis.put.remote(v)), lambda: ray.get(raw_redis.pop.remote()))
+            sides["raw_ray_redis"] = (lambda v: ray.get(raw_redis.put.remote(v)),
+                                      lambda: ray.get(raw_redis.pop.remote()))
             sides["beamray_redis"] = (durable.put, durable.pop)
 
         machine = common.machine_info()
@@ -145,8 +146,8 @@ def main(ops: int, trials: int, warmup: int, with_redis: bool, json_path: str | 
         common.header(f"Queue put/pop, {ops} sequential puts then {ops} pops per trial", trials,
                       f"cluster CPUs {state['cpus']:g}, actors num_cpus=0 max_concurrency=1")
         cases = {name: (lambda put=put, pop=pop, n=ops: _trial(put, pop, n)) for name, (put, pop) in sides.items()}
-        common.warm_up({name: (lambda put=put, pop=pop: _trial(put, pop, warmup)) for name, (put, pop) in sides.items()},
-                       rounds=1)
+        common.warm_up({name: (lambda put=put, pop=pop: _trial(put, pop, warmup))
+                        for name, (put, pop) in sides.items()}, rounds=1)
         samples = common.interleaved(cases, trials)
 
         summary: dict[str, Any] = {}
