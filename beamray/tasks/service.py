@@ -41,6 +41,7 @@ class QueueFullError(Exception):
 class _Queue:
     config: dict[str, Any]
     spec_ref: Any
+    launcher: Any = None  # the task body with this queue's resources and code applied, built once
     pending: collections.deque = field(default_factory=collections.deque)
     running: dict[str, Any] = field(default_factory=dict)  # task id → ObjectRef
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -186,7 +187,7 @@ class TaskService:
     async def get(self, task_id: str) -> dict[str, Any] | None:
         await self._start()
         record = self.tasks.get(task_id)
-        return None if record is None else self._view(record)
+        return None if record is None else self._view(record, with_outputs=True)
 
     async def list(self, status: list[str] | None = None, name: str | None = None, limit: int = 100
                    ) -> list[dict[str, Any]]:
@@ -258,10 +259,12 @@ class TaskService:
         record.status, record.attempts = records.RUNNING, record.attempts + 1
         record.started_at = record.started_at or time.time()
         self._save(record)
-        options = dict(queue.config["ray_options"], name=f"{queue.config['handler']} task={record.id}",
-                       max_retries=0, runtime_env=queue.config["runtime_env"])
+        if queue.launcher is None:
+            queue.launcher = ray.remote(**queue.config["ray_options"], max_retries=0,
+                                        runtime_env=queue.config["runtime_env"])(run_queued_task)
         meta = {"task_id": record.id, "stub_id": record.stub_id, "callback_url": record.callback_url}
-        ref = ray.remote(run_queued_task).options(**options).remote(queue.spec_ref, record.args, record.kwargs, meta)
+        name = f"{queue.config['handler']} task={record.id}"  # the Beam task id, findable in the dashboard
+        ref = queue.launcher.options(name=name).remote(queue.spec_ref, record.args, record.kwargs, meta)
         queue.running[record.id] = ref
         asyncio.get_running_loop().create_task(self._supervise(queue, record, ref))
 
@@ -322,8 +325,8 @@ class TaskService:
         self.tasks[record.id] = record
         self.store.put(f"{_TASKS}{record.id}", record.to_json())
 
-    def _view(self, record: TaskRecord) -> dict[str, Any]:
-        """The task as Beam's task API shows it."""
+    def _view(self, record: TaskRecord, with_outputs: bool = False) -> dict[str, Any]:
+        """The task as Beam's task API shows it (outputs, with fresh signed URLs, for single tasks)."""
         queue = self.queues.get(record.queue)
         config = queue.config if queue else {}
         stats = {"active_containers": math.ceil(len(queue.running) / config["workers"]) if queue else 0,
@@ -332,7 +335,7 @@ class TaskService:
             "id": record.id, "status": record.status, "started_at": records.iso(record.started_at),
             "ended_at": records.iso(record.ended_at), "container_id": record.container_id,
             "created_at": records.iso(record.created_at), "updated_at": records.iso(record.updated_at),
-            "outputs": _outputs(record.id), "stats": stats, "result": record.result, "error": record.error or None,
+            "outputs": _outputs(record.id) if with_outputs else [], "stats": stats, "result": record.result, "error": record.error or None,
             "attempts": record.attempts,
             "stub": {"id": record.stub_id, "name": f"{config.get('kind', 'taskqueue')}/{record.name}",
                      "type": f"{config.get('kind', 'taskqueue')}/deployment",
