@@ -23,6 +23,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def clean_environment() -> dict[str, str]:
+    """This process's environment without any beamray or Ray address setting: for private clusters."""
+    return {key: value for key, value in os.environ.items()
+            if not key.startswith("BEAMRAY_") and key != "RAY_ADDRESS"}
+
+
 @pytest.fixture(scope="session")
 def beamray_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("beamray-home")

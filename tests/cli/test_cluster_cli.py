@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import clean_environment, free_port
 
 
 def beamray(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -20,11 +20,9 @@ def beamray(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def private_env(tmp_path):
-    env = {key: value for key, value in os.environ.items() if key not in ("BEAMRAY_ADDRESS", "RAY_ADDRESS")}
+    env = clean_environment()
     env.update(BEAMRAY_HOME=str(tmp_path / "home"), BEAMRAY_LOCAL_PORT=str(free_port()),
                BEAMRAY_HTTP_PORT=str(free_port()))
-    env.pop("BEAMRAY_LOCAL_RESOURCES", None)
-    env.pop("BEAMRAY_LOCAL_GPUS", None)
     yield env
     beamray(env, "cluster", "down")
 

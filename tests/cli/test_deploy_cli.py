@@ -4,7 +4,6 @@ restore after ``cluster down && cluster up``."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import clean_environment, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +24,7 @@ def beamray(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def private_env(tmp_path_factory):
-    env = {key: value for key, value in os.environ.items() if key not in ("BEAMRAY_ADDRESS", "RAY_ADDRESS")}
+    env = clean_environment()
     env.update(BEAMRAY_HOME=str(tmp_path_factory.mktemp("deploy-home")), BEAMRAY_LOCAL_PORT=str(free_port()),
                BEAMRAY_HTTP_PORT=str(free_port()), BEAMRAY_LOCAL_CPUS="2")
     yield env

@@ -4,14 +4,13 @@ address (``BEAMRAY_ADDRESS=http://…:dashboard``) — the same path a cluster o
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import clean_environment, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,15 +23,13 @@ def beamray(env, *args):
 @pytest.fixture(scope="module")
 def remote_cluster(tmp_path_factory):
     """The 'remote' head, started with its own home; the client knows only its dashboard URL."""
-    head_env = {key: value for key, value in os.environ.items() if key not in ("BEAMRAY_ADDRESS", "RAY_ADDRESS")}
+    head_env = clean_environment()
     head_env.update(BEAMRAY_HOME=str(tmp_path_factory.mktemp("remote-head")), BEAMRAY_LOCAL_PORT=str(free_port()),
                     BEAMRAY_LOCAL_CPUS="2", RAY_AUTH_MODE="token")
-    for key in ("BEAMRAY_LOCAL_GPUS", "BEAMRAY_LOCAL_RESOURCES"):
-        head_env.pop(key, None)
     up = beamray(head_env, "cluster", "up")
     assert up.returncode == 0, up.stderr
     dashboard = json.loads(beamray(head_env, "cluster", "status", "--json").stdout)["dashboard_url"]
-    client_env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    client_env = clean_environment()
     client_env.update(BEAMRAY_HOME=str(tmp_path_factory.mktemp("remote-client")), BEAMRAY_ADDRESS=dashboard,
                       BEAMRAY_HTTP_PORT=str(free_port()))
     yield client_env

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import clean_environment, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +44,7 @@ def redis_url():
 
 
 def private_env(tmp_path, redis: str | None):
-    env = {key: value for key, value in os.environ.items() if key not in ("BEAMRAY_ADDRESS", "RAY_ADDRESS")}
+    env = clean_environment()
     env.update(BEAMRAY_HOME=str(tmp_path / "home"), BEAMRAY_LOCAL_PORT=str(free_port()),
                BEAMRAY_HTTP_PORT=str(free_port()), BEAMRAY_LOCAL_CPUS="2")
     if redis:
