@@ -61,3 +61,18 @@ def ray_cluster(beamray_home: Path):
 
     ray.shutdown()
     cluster.stop_embedded()
+
+
+@pytest.fixture(scope="module")
+def gateway(ray_cluster):
+    """An HTTP client for the session cluster's gateway (Serve started), with the bearer token set."""
+    import httpx
+
+    from beamray import config
+    from beamray.serve_bridge import deployments
+
+    deployments.ensure_serve()
+    client = httpx.Client(base_url=f"http://127.0.0.1:{config.http_port()}", timeout=60)
+    client.headers["Authorization"] = f"Bearer {config.gateway_token()}"
+    yield client
+    client.close()

@@ -29,15 +29,6 @@ def deploy(handle, name=None):
 
 
 @pytest.fixture(scope="module")
-def gateway(ray_cluster):
-    deployments.ensure_serve()
-    client = httpx.Client(base_url=f"http://127.0.0.1:{config.http_port()}", timeout=60)
-    client.headers["Authorization"] = f"Bearer {config.gateway_token()}"
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def multiply_v1(gateway):
     return deploy(web_app.multiply)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from beamray import callbacks, config
+from beamray import callbacks
 from beamray.serve_bridge import deployments
 from beamray.tasks import client
 from tests.apps import tasks_app
@@ -27,15 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 def deploy(handle):
     return deployments.deploy(handle.parent.spec_for(handle.func), code_root=REPO)
-
-
-@pytest.fixture(scope="module")
-def gateway(ray_cluster):
-    deployments.ensure_serve()
-    http = httpx.Client(base_url=f"http://127.0.0.1:{config.http_port()}", timeout=60)
-    http.headers["Authorization"] = f"Bearer {config.gateway_token()}"
-    yield http
-    http.close()
 
 
 def wait_for(task_id: str, statuses: tuple[str, ...], timeout: float = 90) -> dict:
