@@ -312,6 +312,7 @@ def connect(runtime_env: dict[str, Any] | None = None) -> None:
 
         ray_constants.ENABLE_RAY_CLUSTER = False
     _check_reachable(address)
+    _send_cluster_warnings_to_stderr()
     try:
         ray.init(
             address=address, namespace=NAMESPACE, log_to_driver=True, logging_level="WARNING",
@@ -323,3 +324,21 @@ def connect(runtime_env: dict[str, Any] | None = None) -> None:
             hint = (" The cluster uses token auth: set RAY_AUTH_TOKEN (or RAY_AUTH_MODE=token with "
                     "~/.ray/auth_token) before Ray is imported.")
         raise ClusterError(f"cannot connect to the Ray cluster at {address}: {exc}.{hint}") from exc
+
+
+def _send_cluster_warnings_to_stderr() -> None:
+    """Keep a program's stdout its own: Ray prints cluster-wide warnings (worker start-up storms,
+    OOM kills) to the driver's stdout, which breaks ``beamray run app.py > out.txt``."""
+    import ray._private.worker as ray_worker
+
+    print_to_stdstream = ray_worker.print_to_stdstream
+    if getattr(print_to_stdstream, "beamray_wrapped", False):
+        return
+
+    def print_cluster_warnings_to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet":
+            data = {**data, "is_err": True}
+        print_to_stdstream(data, ignore_prefix)
+
+    print_cluster_warnings_to_stderr.beamray_wrapped = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = print_cluster_warnings_to_stderr

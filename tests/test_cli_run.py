@@ -42,3 +42,28 @@ def test_run_propagates_the_program_exit_code(ray_cluster, tmp_path):
     script = tmp_path / "fails.py"
     script.write_text("import sys\nsys.exit(3)\n")
     assert beamray("run", str(script)).returncode == 3
+
+
+CLUSTER_WARNING_APP = '''
+import time
+from beam import function
+
+@function(cpu=0.1)
+def warn_every_driver():
+    import ray
+    from ray._private.utils import push_error_to_driver
+    push_error_to_driver(ray._private.worker.global_worker, "beamray_test", "cluster-wide warning")
+
+warn_every_driver.remote()
+time.sleep(5)  # the driver prints cluster warnings from a background thread
+print("program output")
+'''
+
+
+def test_cluster_warnings_go_to_stderr_not_to_the_program_output(ray_cluster, tmp_path):
+    script = tmp_path / "warns.py"
+    script.write_text(CLUSTER_WARNING_APP)
+    result = beamray("run", str(script))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["program", "output"]
+    assert "cluster-wide warning" in result.stderr
