@@ -162,6 +162,8 @@ def start_embedded(
         if env["RAY_AUTH_MODE"] == "token":
             ensure_ray_token()
         env.pop("RAY_ADDRESS", None)
+        settings = worker_settings()
+        env.update(settings)
         log_path = config.home() / "head.log"
         with open(log_path, "w") as log:
             process = subprocess.Popen(
@@ -175,6 +177,7 @@ def start_embedded(
             "dashboard_url": f"http://127.0.0.1:{ports['dashboard']}",
             "client_port": ports["client"],
             "started_at": time.time(),
+            "worker_settings": settings,
         }
         config.write_private(_state_path(), json.dumps(state, indent=2))
         return state
@@ -288,7 +291,32 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         ) from exc
 
 
-def connect(runtime_env: dict[str, Any] | None = None) -> None:
+def worker_settings() -> dict[str, str]:
+    """What a task's process needs to find beamray's stores: this driver's home, secrets and storage."""
+    from beamray import secrets, storage
+
+    return {"BEAMRAY_HOME": str(config.home()), "BEAMRAY_SECRETS": secrets.backend_locator(),
+            **storage.runtime_env_vars()}
+
+
+def job_runtime_env(embedded_head: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The runtime env of this driver's job, or None when the workers' own environment already fits.
+
+    The embedded head starts its workers with :func:`worker_settings`; a job without a runtime env can
+    use the workers Ray keeps warm, which saves a worker start (~0.35 s) on the first call.
+    """
+    settings = worker_settings()
+    if embedded_head is not None:
+        return None if embedded_head.get("worker_settings") == settings else {"env_vars": settings}
+    submitted = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if submitted:  # a job submitted by the remote CLI: its runtime env (working_dir, env) wins
+        job_env = json.loads(submitted).get("runtime_env") or {}
+        unset = {key: value for key, value in settings.items() if key not in job_env.get("env_vars", {})}
+        return {"env_vars": unset} if unset else None
+    return {"env_vars": settings, "working_dir": os.getcwd()}
+
+
+def connect() -> None:
     """Attach this process to the cluster as a Ray driver, starting the embedded head if needed.
 
     Inside a Ray worker this is a no-op: the worker is already connected.
@@ -305,8 +333,10 @@ def connect(runtime_env: dict[str, Any] | None = None) -> None:
     prepare_ray_environment()
     import ray
 
+    state = None
     if address is None:
-        address = start_embedded()["address"]
+        state = start_embedded()
+        address = state["address"]
         # The head advertises 127.0.0.1; a driver must not rewrite that to the host's public IP.
         import ray._private.ray_constants as ray_constants
 
@@ -316,7 +346,7 @@ def connect(runtime_env: dict[str, Any] | None = None) -> None:
     try:
         ray.init(
             address=address, namespace=NAMESPACE, log_to_driver=True, logging_level="WARNING",
-            runtime_env=runtime_env, configure_logging=True,
+            runtime_env=job_runtime_env(state), configure_logging=True,
         )
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError or AuthenticationError here
         hint = ""

@@ -1,8 +1,8 @@
 """Let unchanged Beam programs import ``beam`` / ``beta9``: both names resolve to beamray.
 
-Installed by ``beamray run`` in the driver and, through Ray's worker setup hook, in every worker of
-that job, so user modules imported remotely find ``beam`` too. A real ``beam-client`` installed beside
-beamray is shadowed only inside those processes.
+Installed by ``beamray run`` in the driver, and in a worker before it unpickles that program's handler
+(Serve replicas: through their setup hook), so user modules imported remotely find ``beam`` too. A real
+``beam-client`` installed beside beamray is shadowed only inside those processes.
 """
 
 from __future__ import annotations

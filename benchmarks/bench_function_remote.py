@@ -79,8 +79,7 @@ def _components() -> dict[str, float]:
     remote = runner._remote_function()
     options = runner._task_options()
     driver = {
-        "functions.job_runtime_env()": _per_call_us(functions.job_runtime_env),
-        "FunctionRunner._remote_function() (incl. job_runtime_env + connect)": _per_call_us(runner._remote_function),
+        "FunctionRunner._remote_function() (incl. connect)": _per_call_us(runner._remote_function),
         "FunctionRunner._task_options() (check_feasible)": _per_call_us(runner._task_options),
         "resources.check_feasible()": _per_call_us(lambda: resources.check_feasible(options, "x")),
         "ray RemoteFunction.options(**options)": _per_call_us(lambda: remote.options(**options)),

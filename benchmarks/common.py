@@ -40,8 +40,8 @@ def isolated_cluster(cpus: float | None = None, connect: bool = True) -> Iterato
     ``connect=False`` leaves this process off the cluster (for benchmarks that drive it from subprocesses,
     which inherit BEAMRAY_HOME and so find the same head).
 
-    The driver connects with the job runtime env beamray itself would use (``job_runtime_env()``), so raw Ray
-    tasks in this driver run in the same kind of workers as beamray's. The head is stopped by pid at the end
+    The driver connects as beamray itself does (``cluster.connect()``), so raw Ray tasks in this driver run
+    in the same kind of workers as beamray's. The head is stopped by pid at the end
     (never ``ray stop``, which would kill every Ray cluster on the machine).
     """
     home = Path(tempfile.mkdtemp(prefix="beamray-bench-"))
@@ -60,9 +60,7 @@ def isolated_cluster(cpus: float | None = None, connect: bool = True) -> Iterato
                    f"started in {time.perf_counter() - started:.1f}s")
         state = dict(state, home=str(home), cpus=cluster.local_cpus())
         if connect:
-            from beamray.runtime.functions import job_runtime_env
-
-            cluster.connect(job_runtime_env())
+            cluster.connect()
             import ray
 
             state["cpus"] = ray.cluster_resources().get("CPU")

@@ -67,3 +67,13 @@ def test_cluster_warnings_go_to_stderr_not_to_the_program_output(ray_cluster, tm
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["program", "output"]
     assert "cluster-wide warning" in result.stderr
+
+
+def test_a_helper_module_that_imports_beam_loads_in_the_workers(ray_cluster, tmp_path):
+    (tmp_path / "helpers.py").write_text("from beam import env\n\n\ndef where():\n    return env.is_remote()\n")
+    (tmp_path / "app.py").write_text(
+        "import helpers\nfrom beam import function\n\n\n@function(cpu=0.1)\ndef remote_where():\n"
+        "    return helpers.where()\n\n\nprint(remote_where.remote(), helpers.where())\n")
+    result = beamray("run", str(tmp_path / "app.py"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "False"]

@@ -42,10 +42,34 @@ def _attempts_so_far(task_id: str) -> int:
     return count
 
 
+def _handler_loader(func: Callable[..., Any]) -> Callable[[], Callable[..., Any]]:
+    """Unpickle the handler inside the worker only after ``beam`` resolves there.
+
+    A program run by ``beamray run`` imports ``beam``; its handler (and the modules it pulls in) can only
+    be unpickled once the alias is installed, which this does instead of a job-wide setup hook (a job
+    with a runtime env cannot use the workers Ray keeps warm).
+    """
+    import cloudpickle
+
+    payload, drop_in = cloudpickle.dumps(func), os.environ.get("BEAMRAY_DROP_IN") == "1"
+    loaded: list[Callable[..., Any]] = []
+
+    def handler() -> Callable[..., Any]:
+        if not loaded:
+            if drop_in:
+                from beamray import drop_in as beam_alias
+
+                beam_alias.install()
+            loaded.append(cloudpickle.loads(payload))
+        return loaded[0]
+
+    return handler
+
+
 def _make_task_body(spec: FunctionSpec) -> Callable[..., Any]:
     """The function Ray runs: Beam's container environment around the user's handler."""
-    func, name, runtime = spec.func, spec.handler, spec.runtime
-    inject_context, timeout, retry_for, retries = wants_context(func), spec.timeout, spec.retry_for, spec.retries
+    handler, name, runtime = _handler_loader(spec.func), spec.handler, spec.runtime
+    inject_context, timeout, retry_for, retries = wants_context(spec.func), spec.timeout, spec.retry_for, spec.retries
     default_callback, function_stub_id = spec.callback_url, stub_id(spec)
 
     def beamray_function(*args: Any, **kwargs: Any) -> Any:
@@ -64,7 +88,7 @@ def _make_task_body(spec: FunctionSpec) -> Callable[..., Any]:
                 )
             try:
                 with deadline(timeout, name):
-                    result = func(*args, **kwargs)
+                    result = handler()(*args, **kwargs)
             except BaseException as exc:
                 retryable = type(exc) in retry_for and _attempts_so_far(task_id) <= retries
                 if retryable:
@@ -95,7 +119,7 @@ class FunctionRunner:
 
     def _remote_function(self) -> Any:
         if self._remote is None or not ray.is_initialized():
-            cluster.connect(job_runtime_env())
+            cluster.connect()
             self._remote = ray.remote(_make_task_body(self.spec))
             self._bound = None
         return self._remote
@@ -231,18 +255,3 @@ class _Progress:
     def close(self) -> None:
         if self.enabled:
             sys.stderr.write(f"\r=> Map <{self.label}>: {self.done} done\n")
-
-
-def job_runtime_env() -> dict[str, Any]:
-    """The runtime env of this driver's job: where workers find beamray's stores and the user's code."""
-    from beamray import config, secrets
-
-    from beamray import storage
-
-    env_vars = {"BEAMRAY_HOME": str(config.home()), "BEAMRAY_SECRETS": secrets.backend_locator(),
-                "BEAMRAY_DROP_IN": os.environ.get("BEAMRAY_DROP_IN", "0"), **storage.runtime_env_vars()}
-    runtime_env: dict[str, Any] = {"env_vars": env_vars,
-                                   "worker_process_setup_hook": "beamray.runtime.worker.setup_process"}
-    if not cluster.is_embedded():
-        runtime_env["working_dir"] = os.getcwd()
-    return runtime_env

@@ -280,9 +280,7 @@ def handle(kind: str, name: str) -> Any:
         cached = _handles.get((kind, name))
         if cached is not None:
             return cached
-        from beamray.runtime.functions import job_runtime_env
-
-        cluster.connect(job_runtime_env())
+        cluster.connect()
         full_name = actor_name(kind, name)
         try:
             actor = ray.get_actor(full_name, namespace=cluster.NAMESPACE)
