@@ -8,7 +8,6 @@ import re
 import sys
 import time
 import uuid
-from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
 import ray
@@ -172,23 +171,25 @@ class FunctionRunner:
         progress = _Progress(self.spec.handler, total)
         numbered = enumerate(inputs)
         pending = {self._submit_item(item): index for index, item in itertools.islice(numbered, MAP_WINDOW)}
-        in_order: deque[ray.ObjectRef] = deque(pending if order_outputs else ())
+        batch = _BatchSize()
         while pending:
-            if order_outputs:
-                done = [in_order.popleft()]
-            else:  # everything finished by now, at least one
-                refs = list(pending)
-                ray.wait(refs, num_returns=1, fetch_local=False)
-                done, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
-            for index, item in itertools.islice(numbered, len(done)):
-                ref = self._submit_item(item)
-                pending[ref] = index
-                if order_outputs:
-                    in_order.append(ref)
-            for ref in done:
+            started = time.monotonic()
+            done = _next_finished(pending, batch.size, order_outputs)
+            batch.adapt(time.monotonic() - started)
+            for outcome in self._outcomes(done, return_exceptions):
+                following = next(numbered, None)  # one in, one out: the window bounds what is in flight
+                if following is not None:
+                    pending[self._submit_item(following[1])] = following[0]
                 progress.advance()
-                yield self._outcome(pending.pop(ref), ref, return_exceptions)
+                yield outcome
         progress.close()
+
+    def _outcomes(self, done: list[tuple[int, ray.ObjectRef]], return_exceptions: bool) -> Iterator[Any]:
+        try:
+            values = ray.get([ref for _, ref in done])
+        except RayError:  # some input failed: settle each on its own
+            values = [self._outcome(index, ref, return_exceptions) for index, ref in done]
+        yield from values
 
     def _submit_item(self, item: Any) -> ray.ObjectRef:
         # Beam's quirk: tuples and lists spread as positional arguments; anything else is one argument.
@@ -204,6 +205,36 @@ class FunctionRunner:
                 return error
             print(f"Input {index} failed: {error}", file=sys.stderr)
             return None
+
+
+class _BatchSize:
+    """How many results ``.map`` collects per round: one ``ray.wait`` and ``ray.get`` per result would cost
+    as much as a trivial task. Doubled while rounds are quick, halved when slow, so trivial tasks come in
+    bulk and slow ones one by one (the first result never waits long)."""
+
+    MAX = 512
+
+    def __init__(self) -> None:
+        self.size = 1
+
+    def adapt(self, seconds: float) -> None:
+        if seconds < 0.01:
+            self.size = min(self.size * 2, self.MAX)
+        elif seconds > 0.05:
+            self.size = max(self.size // 2, 1)
+
+
+def _next_finished(pending: dict[ray.ObjectRef, int], size: int, order_outputs: bool) -> list[tuple[int, ray.ObjectRef]]:
+    """Wait for and remove up to ``size`` finished calls: the oldest ones in input order, or any finished."""
+    if order_outputs:
+        finished = list(itertools.islice(pending, size))
+        ray.wait(finished, num_returns=len(finished), fetch_local=False)
+    else:
+        oldest = list(itertools.islice(pending, 4 * size))  # calls finish roughly in submission order
+        finished = ray.wait(oldest, num_returns=min(size, len(oldest)), timeout=0.05, fetch_local=False)[0]
+        if not finished:
+            finished = ray.wait(list(pending), num_returns=1, fetch_local=False)[0]
+    return [(pending.pop(ref), ref) for ref in finished]
 
 
 @ray.remote(num_cpus=0, max_concurrency=1000)
