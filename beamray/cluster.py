@@ -12,10 +12,12 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ class ClusterInfo:
     dashboard_url: str | None
     gateway_url: str
     pid: int | None = None
+    ingress: str | None = None
     resources: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -111,6 +114,39 @@ def _free_port(preferred: int | None = None) -> int:
     raise ClusterError("no free TCP port on 127.0.0.1")
 
 
+INGRESSES = ("proxy", "haproxy")
+
+
+def serve_ingress() -> str:
+    """Which HTTP ingress the embedded head's Serve uses: ``BEAMRAY_SERVE_INGRESS``, ``proxy`` by default.
+
+    ``haproxy`` is Ray 2.60's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``): several times the
+    throughput of Serve's Python proxy (benchmarks/README.md), but Ray binds its stats and metrics
+    listeners on every interface, so it is opt-in.
+    """
+    ingress = os.environ.get("BEAMRAY_SERVE_INGRESS", "proxy").strip().lower() or "proxy"
+    if ingress not in INGRESSES:
+        raise ClusterError(f"BEAMRAY_SERVE_INGRESS={ingress!r} is not one of {', '.join(INGRESSES)}")
+    return ingress
+
+
+def _haproxy_environment() -> dict[str, str]:
+    """The head's HAProxy settings, with files and ports of its own: Ray's defaults (/tmp/haproxy-serve,
+    :8404, :9101, :8500) are shared by every cluster on the machine."""
+    files = tempfile.mkdtemp(prefix="hap", dir="/tmp")  # short: HAProxy caps socket paths at 97 characters
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{files}/haproxy.cfg",
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{files}/admin.sock",
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": files,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{files}/server-state",
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{files}/metrics.sock",
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
+    }
+
+
 def ensure_ray_token() -> None:
     """Token auth stays on (Ray 2.60's default): make sure a token exists for the head we start."""
     if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
@@ -132,6 +168,7 @@ def start_embedded(
         state = embedded_state()
         if state:
             return state
+        ingress = serve_ingress()
         if resources is None and os.environ.get("BEAMRAY_LOCAL_RESOURCES"):
             resources = json.loads(os.environ["BEAMRAY_LOCAL_RESOURCES"])
         if num_gpus is None and os.environ.get("BEAMRAY_LOCAL_GPUS"):
@@ -164,6 +201,8 @@ def start_embedded(
         env.pop("RAY_ADDRESS", None)
         settings = worker_settings()
         env.update(settings)
+        haproxy = _haproxy_environment() if ingress == "haproxy" else {}
+        env.update(haproxy)
         log_path = config.home() / "head.log"
         with open(log_path, "w") as log:
             process = subprocess.Popen(
@@ -178,7 +217,10 @@ def start_embedded(
             "client_port": ports["client"],
             "started_at": time.time(),
             "worker_settings": settings,
+            "ingress": ingress,
         }
+        if haproxy:
+            state["haproxy_files"] = haproxy["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
         config.write_private(_state_path(), json.dumps(state, indent=2))
         return state
 
@@ -213,6 +255,8 @@ def stop_embedded(timeout: float = 45.0) -> bool:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
         _state_path().unlink(missing_ok=True)
+        if state.get("haproxy_files"):
+            shutil.rmtree(state["haproxy_files"], ignore_errors=True)
         return True
 
 
@@ -238,6 +282,7 @@ def info(with_resources: bool = True) -> ClusterInfo:
         result = ClusterInfo(
             running=state is not None, embedded=True, address=state and state["address"],
             dashboard_url=state and state["dashboard_url"], gateway_url=gateway_url(), pid=state and state["pid"],
+            ingress=state and state.get("ingress", "proxy"),
         )
     else:
         result = ClusterInfo(running=True, embedded=False, address=address, dashboard_url=None,

@@ -17,8 +17,8 @@ keep-alive ``http.client`` connection, ``--requests`` POSTs after ``--warmup``),
 at each ``--clients`` count (``-t1``, a Lua script for POST JSON and the Authorization header; 1 s untimed
 at that count first). Figures are medians over trials; ratios are medians of per-trial ratios.
 
-``--ingress haproxy`` runs the same on a cluster whose head has ``RAY_SERVE_ENABLE_HA_PROXY=1`` (Ray 2.60's
-HAProxy ingress; its files and ports are moved off the shared defaults). Both modes also check a
+``--ingress haproxy`` runs the same on a cluster started with ``BEAMRAY_SERVE_INGRESS=haproxy`` (Ray 2.60's
+HAProxy ingress, ``RAY_SERVE_ENABLE_HA_PROXY=1``, its files and ports moved off the shared defaults). Both modes also check a
 ``@realtime`` WebSocket echo and list what the cluster's processes listen on.
 
     python benchmarks/bench_endpoint_http.py [--trials 3] [--duration 5] [--json out.json]
@@ -69,27 +69,6 @@ def echo(event):
 
 
 # ------------------------------------------------------------------------------------------ set-up
-
-def haproxy_environment() -> dict[str, str]:
-    """Env for the head (the Serve controller reads it): HAProxy on, its files and ports off the defaults.
-
-    The defaults (/tmp/haproxy-serve/*, stats :8404, metrics :9101, fallback proxy :8500) are shared by
-    every cluster on the machine; two HAProxy-mode clusters would fight over them.
-    """
-    # Short: Ray appends a 56-character node id, and HAProxy caps socket paths at 97 characters.
-    files = tempfile.mkdtemp(prefix="hap", dir="/tmp")
-    return {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{files}/haproxy.cfg",
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{files}/admin.sock",
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": files,
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{files}/server-state",
-        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{files}/metrics.sock",
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(common.free_port()),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(common.free_port()),
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(common.free_port()),
-    }
-
 
 def raw_deployment(max_ongoing_requests: int | None) -> Any:
     from ray import serve
@@ -384,11 +363,7 @@ def main(trials: int, requests: int, warmup: int, duration: float, clients: str,
     counts = sorted(int(c) for c in clients.split(","))
     use_wrk = shutil.which("wrk") is not None
     generator = "wrk -t1 (Lua POST script)" if use_wrk else "python threads + http.client (wrk not found)"
-    haproxy_files = None
-    if ingress == "haproxy":
-        environment = haproxy_environment()
-        haproxy_files = environment["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
-        os.environ.update(environment)  # before the head starts: start_embedded copies os.environ
+    os.environ["BEAMRAY_SERVE_INGRESS"] = ingress  # read when the head starts
     uvicorn_port = common.free_port()
     uvicorn = start_uvicorn(uvicorn_port)
     scripts = tempfile.mkdtemp(prefix="beamray-bench-wrk-")
@@ -429,7 +404,7 @@ def main(trials: int, requests: int, warmup: int, duration: float, clients: str,
             listeners = listening_sockets(cluster.embedded_state()["pid"])
             exposed = [f"{s['process']} {s['address']}" for s in listeners if not s["loopback"]]
             click.echo(f"cluster listeners not on loopback ({len(exposed)} of {len(listeners)}): {exposed}")
-            routing = haproxy_routing(haproxy_files)
+            routing = haproxy_routing(cluster.embedded_state().get("haproxy_files"))
             if routing:
                 click.echo("HAProxy config (binds, path ACLs, servers):\n  " + "\n  ".join(routing))
             machine["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
@@ -446,8 +421,6 @@ def main(trials: int, requests: int, warmup: int, duration: float, clients: str,
         uvicorn.terminate()
         uvicorn.wait(10)
         shutil.rmtree(scripts, ignore_errors=True)
-        if haproxy_files:
-            shutil.rmtree(haproxy_files, ignore_errors=True)
 
 
 if __name__ == "__main__":

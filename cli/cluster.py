@@ -65,7 +65,7 @@ def status(as_json: bool) -> None:
         return
     say(f"Cluster running at {info.address}{' (embedded)' if info.embedded else ''}")
     say(f"Dashboard: {info.dashboard_url}")
-    say(f"Gateway: {info.gateway_url}")
+    say(f"Gateway: {info.gateway_url}" + (f" (ingress: {info.ingress})" if info.ingress else ""))
     for key, value in sorted(info.resources.items()):
         shown = f"{value / 2**30:.1f} GiB" if key in ("memory", "object_store_memory") else f"{value:g}"
         click.echo(f"   {key}: {shown}")

@@ -67,8 +67,12 @@ class Routes:
         if rest and rest[0] == "latest":
             rest = rest[1:]
         elif rest and rest[0].startswith("v") and rest[0][1:].isdigit():
-            # A web version whose own route did not match is not running; task queues live here.
-            versions = [r for r in versions if r.version == int(rest[0][1:]) and kind in _SERVED_BY_GATEWAY]
+            # Task queues live here. A web version's own URL reaches the gateway only while the ingress
+            # catches up with a new version (HAProxy reloads after serve.run returns) or once the version
+            # is stopped: look it up fresh, so that a stopped one answers 404.
+            if kind not in _SERVED_BY_GATEWAY:
+                versions = [r for r in self.running(fresh=True) if r.kind == kind and r.name == name]
+            versions = [r for r in versions if r.version == int(rest[0][1:])]
             rest = rest[1:]
         return (versions[-1] if versions else None), "/" + "/".join(rest), False
 

@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import clean_environment, free_port
@@ -79,3 +81,43 @@ def test_config_set_and_unset_address(private_env):
     assert beamray(private_env, "config", "unset", "address").returncode == 0
     assert json.loads(beamray(private_env, "config", "show", "--json").stdout)["address"] is None
     assert beamray(private_env, "config", "set", "http_port", "abc").returncode == 2
+
+
+def listeners_on(port: int) -> list[str]:
+    output = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, timeout=30).stdout
+    return [line.split()[3] for line in output.splitlines() if line.split()[3].endswith(f":{port}")]
+
+
+def test_haproxy_ingress_serves_endpoints_with_auth_on_loopback(private_env):
+    haproxy_env = dict(private_env, BEAMRAY_SERVE_INGRESS="haproxy")
+    assert beamray(haproxy_env, "cluster", "up").returncode == 0
+    status = json.loads(beamray(haproxy_env, "cluster", "status", "--json").stdout)
+    assert status["ingress"] == "haproxy"
+    files = Path(json.loads((Path(haproxy_env["BEAMRAY_HOME"]) / "cluster.json").read_text())["haproxy_files"])
+
+    deployed = beamray(haproxy_env, "deploy", "tests/apps/web_app.py:multiply", "--json")
+    assert deployed.returncode == 0, deployed.stderr
+    url = json.loads(deployed.stdout)["url"]
+    token = json.loads(beamray(haproxy_env, "config", "show", "--json").stdout)["token"]
+    with httpx.Client(timeout=60) as client:
+        answer = client.post(url, json={"x": 10}, headers={"Authorization": f"Bearer {token}"})
+        assert (answer.status_code, answer.json()) == (200, {"result": 20})
+        assert client.post(url, json={"x": 10}).status_code == 401
+        assert client.post(url, json={"x": 10}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        alias = url.rsplit("/v", 1)[0]
+        assert client.post(alias, json={"x": 2}, headers={"Authorization": f"Bearer {token}"}).json() == {"result": 4}
+
+    port = int(haproxy_env["BEAMRAY_HTTP_PORT"])
+    assert listeners_on(port) == [f"127.0.0.1:{port}"]  # HAProxy took the gateway port, on loopback only
+    assert any(path.name == "haproxy.cfg" for path in files.rglob("haproxy.cfg"))
+
+    assert beamray(haproxy_env, "cluster", "down").returncode == 0
+    assert not files.exists()
+    assert listeners_on(port) == []
+
+
+def test_an_unknown_ingress_is_refused_before_anything_starts(private_env):
+    result = beamray(dict(private_env, BEAMRAY_SERVE_INGRESS="nginx"), "cluster", "up")
+    assert result.returncode != 0
+    assert "BEAMRAY_SERVE_INGRESS='nginx' is not one of proxy, haproxy" in result.stderr
+    assert not (Path(private_env["BEAMRAY_HOME"]) / "cluster.json").exists()
