@@ -103,15 +103,31 @@ def _lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _free_port(preferred: int | None = None) -> int:
-    for candidate in ([preferred] if preferred else []) + [0]:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise ClusterError("no free TCP port on 127.0.0.1")
+_RAY_WORKER_PORTS = range(10002, 20000)  # Ray hands these out to workers: keep its other ports clear of them
+
+
+def _pick_ports(preferred: dict[str, int | None]) -> dict[str, int]:
+    """A distinct free loopback port for each name: its preferred one when free, else one the kernel picks.
+
+    A port is only probed, not held, so the kernel may offer the same one twice: Ray refuses to start
+    when two of its components share a port.
+    """
+    chosen: dict[str, int] = {}
+    for name, wanted in preferred.items():
+        candidates = ([wanted] if wanted else []) + [0] * 50
+        for candidate in candidates:
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", candidate))
+                except OSError:
+                    continue
+                port = sock.getsockname()[1]
+            if port not in chosen.values() and port not in _RAY_WORKER_PORTS:
+                chosen[name] = port
+                break
+        else:
+            raise ClusterError("no free TCP port on 127.0.0.1")
+    return chosen
 
 
 INGRESSES = ("proxy", "haproxy")
@@ -130,7 +146,7 @@ def serve_ingress() -> str:
     return ingress
 
 
-def _haproxy_environment() -> dict[str, str]:
+def _haproxy_environment(ports: dict[str, int]) -> dict[str, str]:
     """The head's HAProxy settings, with files and ports of its own: Ray's defaults (/tmp/haproxy-serve,
     :8404, :9101, :8500) are shared by every cluster on the machine."""
     files = tempfile.mkdtemp(prefix="hap", dir="/tmp")  # short: HAProxy caps socket paths at 97 characters
@@ -141,9 +157,9 @@ def _haproxy_environment() -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": files,
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{files}/server-state",
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{files}/metrics.sock",
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(ports["metrics"]),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(ports["stats"]),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(ports["fallback"]),
     }
 
 
@@ -173,15 +189,11 @@ def start_embedded(
             resources = json.loads(os.environ["BEAMRAY_LOCAL_RESOURCES"])
         if num_gpus is None and os.environ.get("BEAMRAY_LOCAL_GPUS"):
             num_gpus = int(os.environ["BEAMRAY_LOCAL_GPUS"])
-        ports = {
-            "gcs": _free_port(int(os.environ.get("BEAMRAY_LOCAL_PORT", 6379))),
-            "dashboard": _free_port(8265),
-            "client": _free_port(10001),
-            "agent": _free_port(52365),  # the dashboard agent (log API); fixed by default, so clusters collide
-        }
-        for name, port in ports.items():  # Ray hands out worker ports 10002-19999: keep clear of them
-            while 10002 <= port <= 19999:
-                port = ports[name] = _free_port()
+        preferred = {"gcs": int(os.environ.get("BEAMRAY_LOCAL_PORT", 6379)), "dashboard": 8265, "client": 10001,
+                     "agent": 52365}  # the dashboard agent (log API): fixed by default, so clusters would collide
+        if ingress == "haproxy":
+            preferred.update(metrics=None, stats=None, fallback=None)
+        ports = _pick_ports(preferred)
         command = [
             sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
             f"--port={ports['gcs']}", f"--dashboard-port={ports['dashboard']}", "--dashboard-host=127.0.0.1",
@@ -201,7 +213,7 @@ def start_embedded(
         env.pop("RAY_ADDRESS", None)
         settings = worker_settings()
         env.update(settings)
-        haproxy = _haproxy_environment() if ingress == "haproxy" else {}
+        haproxy = _haproxy_environment(ports) if ingress == "haproxy" else {}
         env.update(haproxy)
         log_path = config.home() / "head.log"
         with open(log_path, "w") as log:

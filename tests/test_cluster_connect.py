@@ -17,9 +17,10 @@ def test_a_driver_matching_the_embedded_head_needs_no_job_runtime_env(ray_cluste
 
 
 def test_settings_that_differ_from_the_head_travel_as_env_vars(ray_cluster, monkeypatch, tmp_path):
-    monkeypatch.setenv("BEAMRAY_STORAGE_URL", str(tmp_path / "elsewhere"))
+    elsewhere = str(tmp_path / "elsewhere")
+    monkeypatch.setenv("BEAMRAY_STORAGE_URL", elsewhere)
     runtime_env = cluster.job_runtime_env(ray_cluster)
-    assert runtime_env == {"env_vars": {**ray_cluster["worker_settings"], "BEAMRAY_STORAGE_URL": str(tmp_path / "elsewhere")}}
+    assert runtime_env == {"env_vars": {**ray_cluster["worker_settings"], "BEAMRAY_STORAGE_URL": elsewhere}}
 
 
 def test_a_remote_cluster_gets_the_settings_and_the_working_directory(ray_cluster, monkeypatch, tmp_path):

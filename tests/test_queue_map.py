@@ -403,14 +403,14 @@ def redis_url(tmp_path_factory):
 
 
 @cluster
-def wait_for_restart(actor, timeout: float = 60) -> None:
+def wait_for_restart(actor, dashboard_url: str, timeout: float = 60) -> None:
     """``ray.kill`` returns before the actor dies: wait until its replacement is alive."""
     from ray.util.state import get_actor
 
     actor_id = actor._actor_id.hex()
     deadline = time.monotonic() + timeout
     while True:
-        state = get_actor(actor_id)
+        state = get_actor(actor_id, address=dashboard_url)  # not the machine's latest cluster
         if state is not None and state.num_restarts >= 1 and state.state == "ALIVE":
             return
         assert time.monotonic() < deadline, f"actor {actor_id} did not restart: {state}"
@@ -438,7 +438,7 @@ def test_redis_backed_actor_restarts_with_its_contents(ray_cluster, redis_url, m
         actor = kv_actors.handle(kind, name)
         assert ray.get(actor.backend.remote()) == "redis"
         ray.kill(actor, no_restart=False)  # Ray restarts it (max_restarts=-1)
-        wait_for_restart(actor)
+        wait_for_restart(actor, ray_cluster["dashboard_url"])
 
     assert [queue.pop() for _ in range(6)] == [0, 1, 2, 3, 4, None]
     assert dmap["kept"] == {"v": 1}

@@ -224,7 +224,9 @@ class _BatchSize:
             self.size = max(self.size // 2, 1)
 
 
-def _next_finished(pending: dict[ray.ObjectRef, int], size: int, order_outputs: bool) -> list[tuple[int, ray.ObjectRef]]:
+def _next_finished(
+    pending: dict[ray.ObjectRef, int], size: int, order_outputs: bool,
+) -> list[tuple[int, ray.ObjectRef]]:
     """Wait for and remove up to ``size`` finished calls: the oldest ones in input order, or any finished."""
     if order_outputs:
         finished = list(itertools.islice(pending, size))
