@@ -16,13 +16,18 @@ def double(x, context=None):
     return {"result": x * 2, "task_id": context.task_id}
 
 
-@task_queue(name="slow", cpu=0.1, timeout=2, retries=0, max_pending_tasks=3,
-            autoscaler=QueueDepthAutoscaler(max_containers=1))
-def slow(seconds: float = 30.0, marker: str = ""):
+def sleep_marked(seconds: float, marker: str) -> dict:
+    """Write this worker's pid to ``marker`` (so tests can see the process), then sleep."""
     if marker:
         Path(marker).write_text(str(os.getpid()))
     time.sleep(seconds)
     return {"slept": seconds}
+
+
+@task_queue(name="slow", cpu=0.1, timeout=2, retries=0, max_pending_tasks=3,
+            autoscaler=QueueDepthAutoscaler(max_containers=1))
+def slow(seconds: float = 30.0, marker: str = ""):
+    return sleep_marked(seconds, marker)
 
 
 @task_queue(name="flaky", cpu=0.1, retries=3, retry_for=[Transient])
@@ -80,7 +85,4 @@ def steady(seconds: float = 0.0, tag: str = ""):
 @task_queue(name="blocking", cpu=0.1, timeout=120, retries=0, max_pending_tasks=3,
             autoscaler=QueueDepthAutoscaler(max_containers=1))
 def blocking(seconds: float = 60.0, marker: str = ""):
-    if marker:
-        Path(marker).write_text(str(os.getpid()))
-    time.sleep(seconds)
-    return {"slept": seconds}
+    return sleep_marked(seconds, marker)
