@@ -221,7 +221,12 @@ def start_embedded(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True, cwd=config.home(),
             )
-        _wait_ready(process, log_path, timeout)
+        try:
+            _wait_ready(process, log_path, timeout)
+        except ClusterError:
+            if haproxy:
+                shutil.rmtree(haproxy["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)
+            raise
         state = {
             "pid": process.pid,
             "address": f"127.0.0.1:{ports['gcs']}",
