@@ -17,6 +17,7 @@ from typing import Protocol
 class Store(Protocol):
     def get(self, key: str) -> bytes | None: ...
     def put(self, key: str, value: bytes) -> None: ...
+    def put_many(self, items: dict[str, bytes]) -> None: ...
     def delete(self, key: str) -> None: ...
     def scan(self, prefix: str) -> dict[str, bytes]: ...
 
@@ -48,6 +49,12 @@ class SqliteStore:
         with self._lock:
             self._connection.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
 
+    def put_many(self, items: dict[str, bytes]) -> None:
+        """All of ``items`` in one transaction (one commit instead of one per key)."""
+        with self._lock, self._connection:
+            self._connection.execute("BEGIN")
+            self._connection.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", items.items())
+
     def delete(self, key: str) -> None:
         with self._lock:
             self._connection.execute("DELETE FROM kv WHERE key = ?", (key,))
@@ -73,6 +80,9 @@ class RedisStore:
     def put(self, key: str, value: bytes) -> None:
         self._client.set(self._prefix + key, value)
 
+    def put_many(self, items: dict[str, bytes]) -> None:
+        self._client.mset({self._prefix + key: value for key, value in items.items()})
+
     def delete(self, key: str) -> None:
         self._client.delete(self._prefix + key)
 
@@ -95,6 +105,10 @@ class RayKVStore:
         from ray.experimental import internal_kv
 
         internal_kv._internal_kv_put(key.encode(), value, overwrite=True, namespace=self._namespace)
+
+    def put_many(self, items: dict[str, bytes]) -> None:
+        for key, value in items.items():
+            self.put(key, value)
 
     def delete(self, key: str) -> None:
         from ray.experimental import internal_kv

@@ -89,15 +89,20 @@ def warm_up(cases: dict[str, Callable[[], Any]], rounds: int = 2) -> None:
             run()
 
 
-def interleaved(cases: dict[str, Callable[[], Any]], trials: int) -> dict[str, list[Any]]:
+def interleaved(cases: dict[str, Callable[[], Any]], trials: int, warm_each: bool = False
+                ) -> dict[str, list[Any]]:
     """Run each case once per trial, the order reversed every other trial (A B, B A, A B…).
 
+    ``warm_each`` runs a case once, untimed, right before each timed run: for cases whose warm state
+    (worker processes holding resources) the other case's run displaces, so that both are measured warm.
     Returns each case's per-trial results (whatever the case returns).
     """
     results: dict[str, list[Any]] = {name: [] for name in cases}
     names = list(cases)
     for trial in range(trials):
         for name in names if trial % 2 == 0 else reversed(names):
+            if warm_each:
+                cases[name]()
             results[name].append(cases[name]())
     return results
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import ray
@@ -35,13 +37,76 @@ def service() -> Any:
                                    get_if_exists=True, runtime_env=base_runtime_env(None)).remote()
 
 
+@dataclass
+class _Enqueue:
+    queue_id: str
+    item: tuple[list[Any], dict[str, Any], str]
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: Any = None  # a task id, an exception, or _LEAD
+
+
+_LEAD = object()  # "send the next batch yourself"
+
+
+class _Enqueuer:
+    """Concurrent enqueues from one process share service calls (as a database's group commit does).
+
+    The first caller sends its item; callers arriving meanwhile wait, and the first of them then sends all
+    of theirs in one ``submit_many``. A lone caller pays one call, as before; many threads calling
+    ``.put()`` at once pay one call per batch instead of one per task.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[_Enqueue] = []
+        self._sending = False
+
+    def submit(self, queue_id: str, args: list[Any], kwargs: dict[str, Any], callback_url: str = "") -> str:
+        mine = _Enqueue(queue_id, (args, kwargs, callback_url))
+        with self._lock:
+            self._waiting.append(mine)
+            lead = not self._sending
+            self._sending = True
+        if not lead:
+            mine.done.wait()
+        if lead or mine.outcome is _LEAD:
+            with self._lock:
+                batch, self._waiting = self._waiting, []
+            self._send(batch)
+            with self._lock:
+                if self._waiting:
+                    self._waiting[0].outcome = _LEAD
+                    self._waiting[0].done.set()
+                else:
+                    self._sending = False
+        if isinstance(mine.outcome, QueueFullError):
+            raise TaskQueueFullError(str(mine.outcome)) from None
+        if isinstance(mine.outcome, BaseException):
+            raise mine.outcome
+        return mine.outcome
+
+    @staticmethod
+    def _send(batch: list[_Enqueue]) -> None:
+        """One ``submit_many`` per queue; every entry gets its outcome, whatever fails."""
+        by_queue: dict[str, list[_Enqueue]] = {}
+        for entry in batch:
+            by_queue.setdefault(entry.queue_id, []).append(entry)
+        for queue_id, entries in by_queue.items():
+            try:
+                outcomes = ray.get(service().submit_many.remote(queue_id, [entry.item for entry in entries]))
+            except Exception as exc:  # the whole call failed (queue not running, service unreachable)
+                outcomes = [exc] * len(entries)
+            for entry, outcome in zip(entries, outcomes):
+                entry.outcome = outcome
+                entry.done.set()
+
+
+_enqueuer = _Enqueuer()
+
+
 def submit(queue_id: str, args: Any, kwargs: dict[str, Any]) -> str:
-    try:
-        return ray.get(service().submit.remote(queue_id, list(args), dict(kwargs)))
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, QueueFullError):
-            raise TaskQueueFullError(str(exc.cause)) from None
-        raise
+    """Enqueue one task; concurrent calls from threads of this process are sent together."""
+    return _enqueuer.submit(queue_id, list(args), dict(kwargs))
 
 
 def put(spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> "Task":

@@ -1,7 +1,8 @@
 """The task service: one detached async actor that owns every task queue's pending work.
 
 It keeps task records in the durable store (write-through; it is their only writer), runs each queue's
-tasks as Ray tasks with the queue's resources and code, and turns outcomes into Beam's statuses:
+tasks in that queue's containers (``containers.ContainerPool``: worker actors with the queue's resources
+and code, scaled with queue depth), and turns outcomes into Beam's statuses:
 an exception in ``retry_for`` or a crashed worker → RETRY (up to ``retries``), any other exception →
 FAILED, past ``timeout`` → TIMEOUT (the worker process is killed), cancelled → CANCELLED, never started
 within the TTL → EXPIRED. On (re)start it reloads every record: RUNNING tasks of a dead service are
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import concurrent.futures
+import contextlib
 import math
 import time
 import uuid
@@ -21,16 +22,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import RayError, TaskCancelledError
+from ray.exceptions import RayError
 
 from beamray.store import open_store
 from beamray.tasks import records
 from beamray.tasks.records import TaskRecord
-from beamray.tasks.worker import run_queued_task
+from beamray.tasks.containers import ContainerPool, Worker
 
 SERVICE_NAME = "beamray-task-service"
 DEFAULT_TTL_S = 7200.0
 _TASKS, _QUEUES = "tasks/", "taskqueues/"
+_NO_STATS = {"active_containers": 0, "queue_depth": 0}  # a queue that is not running
 
 
 class QueueFullError(Exception):
@@ -38,21 +40,26 @@ class QueueFullError(Exception):
 
 
 @dataclass
+class _Launch:
+    ref: Any
+    worker: Worker
+    deadline: float  # time.monotonic() past which the task times out
+
+
+@dataclass
 class _Queue:
     config: dict[str, Any]
-    spec_ref: Any
-    launcher: Any = None  # the task body with this queue's resources and code applied, built once
+    pool: ContainerPool
     pending: collections.deque = field(default_factory=collections.deque)
-    running: dict[str, Any] = field(default_factory=dict)  # task id → ObjectRef
+    running: dict[str, _Launch] = field(default_factory=dict)  # task id → its launch, in launch order
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     loop: asyncio.Task | None = None
 
     def capacity(self) -> int:
-        """Beam's QueueDepthAutoscaler: one container per ``tasks_per_container`` queued, ``workers`` each."""
-        config = self.config
-        wanted = math.ceil((len(self.pending) + len(self.running)) / config["tasks_per_container"])
-        containers = max(config["min_containers"], min(config["max_containers"], wanted))
-        return containers * config["workers"]
+        return self.pool.capacity(len(self.pending) + len(self.running))
+
+    def stats(self) -> dict[str, int]:
+        return {"active_containers": self.pool.active_containers(), "queue_depth": len(self.pending)}
 
 
 def _outputs(task_id: str) -> list[dict[str, Any]]:
@@ -93,6 +100,11 @@ def _code_present(config: dict[str, Any]) -> bool:
     return uri is None or packaging.package_exists(uri)
 
 
+# The service's enqueue and polling calls stay out of Ray's task events: they are not user work (the
+# dashboard lists each task's run, under its handler's name, instead) and would crowd out the tasks there.
+_quiet = ray.method(enable_task_events=False)
+
+
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)
 class TaskService:
     def __init__(self) -> None:
@@ -101,6 +113,8 @@ class TaskService:
         self.queues: dict[str, _Queue] = {}
         self._callbacks = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="beamray-callback")
         self._started = False
+        self._unsaved: dict[str, TaskRecord] = {}
+        self._written: asyncio.Future | None = None  # resolved when ``_unsaved`` is in the store
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -128,10 +142,11 @@ class TaskService:
             queue.wake.set()
 
     def _activate(self, config: dict[str, Any], spec_blob: bytes) -> _Queue:
-        queue = _Queue(config=config, spec_ref=ray.put(spec_blob))
+        queue = _Queue(config=config, pool=ContainerPool(config, ray.put(spec_blob)))
         old = self.queues.get(config["queue"])
-        if old is not None:
+        if old is not None:  # its running tasks finish in its workers, which then stop
             queue.pending, queue.running = old.pending, old.running
+            old.pool.close()
             if old.loop:
                 old.loop.cancel()
         self.queues[config["queue"]] = queue
@@ -156,19 +171,38 @@ class TaskService:
         """Stop taking work from a queue version; its pending tasks stay PENDING (and expire)."""
         await self._start()
         queue = self.queues.pop(queue_id, None)
-        if queue and queue.loop:
-            queue.loop.cancel()
+        if queue:
+            queue.pool.close()
+            if queue.loop:
+                queue.loop.cancel()
         self.store.delete(f"{_QUEUES}{queue_id}/config")
         self.store.delete(f"{_QUEUES}{queue_id}/spec")
 
     # --- API -----------------------------------------------------------------------------------------
 
+    @_quiet
     async def submit(self, queue_id: str, args: list[Any], kwargs: dict[str, Any], callback_url: str = "") -> str:
+        (outcome,) = await self.submit_many(queue_id, [(args, kwargs, callback_url)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    @_quiet
+    async def submit_many(self, queue_id: str, items: list[tuple[list[Any], dict[str, Any], str]]
+                          ) -> list[str | QueueFullError]:
+        """Enqueue ``(args, kwargs, callback_url)`` items: each gets a task id, or the error that refused it."""
         await self._start()
         queue = self.queues.get(queue_id)
         if queue is None:
             raise KeyError(f"task queue {queue_id} is not running")
-        return self._enqueue(queue, args, kwargs, callback_url)
+        outcomes: list[str | QueueFullError] = []
+        for args, kwargs, callback_url in items:
+            try:
+                outcomes.append(self._enqueue(queue, args, kwargs, callback_url))
+            except QueueFullError as exc:
+                outcomes.append(exc)
+        await self._durable()
+        return outcomes
 
     def _enqueue(self, queue: _Queue, args: list[Any], kwargs: dict[str, Any], callback_url: str) -> str:
         if len(queue.pending) >= queue.config["max_pending_tasks"]:
@@ -184,11 +218,13 @@ class TaskService:
         queue.wake.set()
         return record.id
 
+    @_quiet
     async def get(self, task_id: str) -> dict[str, Any] | None:
         await self._start()
         record = self.tasks.get(task_id)
         return None if record is None else self._view(record, with_outputs=True)
 
+    @_quiet
     async def list(self, status: list[str] | None = None, name: str | None = None, limit: int = 100
                    ) -> list[dict[str, Any]]:
         await self._start()
@@ -207,22 +243,21 @@ class TaskService:
             if record is None or record.status in records.TERMINAL:
                 continue
             queue = self.queues.get(record.queue)
-            ref = queue.running.pop(task_id, None) if queue else None
+            launch = queue.running.pop(task_id, None) if queue else None
             self._finish(record, records.CANCELLED, result=None)
-            if ref is not None:
-                ray.cancel(ref, force=True)
+            if launch is not None:
+                queue.pool.discard(launch.worker)  # stops the running code with its process
             cancelled.append(task_id)
             if queue:
                 queue.wake.set()
+        await self._durable()
         return cancelled
 
+    @_quiet
     async def stats(self, queue_id: str) -> dict[str, int]:
         await self._start()
         queue = self.queues.get(queue_id)
-        if queue is None:
-            return {"active_containers": 0, "queue_depth": 0}
-        return {"active_containers": math.ceil(len(queue.running) / queue.config["workers"]),
-                "queue_depth": len(queue.pending)}
+        return queue.stats() if queue else dict(_NO_STATS)
 
     # --- dispatch ------------------------------------------------------------------------------------
 
@@ -233,15 +268,31 @@ class TaskService:
                 with contextlib.suppress(QueueFullError):
                     self._enqueue(queue, [], {}, "")
             self._expire(queue)
+            self._time_out(queue)
             while queue.pending and len(queue.running) < queue.capacity():
                 record = self.tasks.get(queue.pending.popleft())
                 if record is not None and record.status in (records.PENDING, records.RETRY):
                     self._launch(queue, record)
+            queue.pool.rescale()
             queue.wake.clear()
+            longest = min(1.0, next(iter(queue.running.values())).deadline - time.monotonic()) \
+                if queue.running else 1.0
             try:
-                await asyncio.wait_for(queue.wake.wait(), timeout=ticks.wait(1.0) if ticks else 1.0)
+                await asyncio.wait_for(queue.wake.wait(), timeout=ticks.wait(longest) if ticks else longest)
             except asyncio.TimeoutError:
                 pass
+
+    def _time_out(self, queue: _Queue) -> None:
+        """Stop tasks running past ``timeout`` (the oldest launch comes first: one timeout per queue)."""
+        now = time.monotonic()
+        while queue.running:
+            task_id, launch = next(iter(queue.running.items()))
+            if launch.deadline > now:
+                break
+            del queue.running[task_id]
+            queue.pool.discard(launch.worker)  # stops the running code: the worker process is killed
+            self._finish(self.tasks[task_id], records.TIMEOUT, result=None,
+                         error=f"Task timed out after {queue.config['timeout']:g}s")
 
     def _expire(self, queue: _Queue) -> None:
         ttl = queue.config["ttl"] or DEFAULT_TTL_S
@@ -259,36 +310,32 @@ class TaskService:
         record.status, record.attempts = records.RUNNING, record.attempts + 1
         record.started_at = record.started_at or time.time()
         self._save(record)
-        if queue.launcher is None:
-            queue.launcher = ray.remote(**queue.config["ray_options"], max_retries=0,
-                                        runtime_env=queue.config["runtime_env"])(run_queued_task)
+        worker = queue.pool.acquire()
         meta = {"task_id": record.id, "stub_id": record.stub_id, "callback_url": record.callback_url}
         name = f"{queue.config['handler']} task={record.id}"  # the Beam task id, findable in the dashboard
-        ref = queue.launcher.options(name=name).remote(queue.spec_ref, record.args, record.kwargs, meta)
-        queue.running[record.id] = ref
-        asyncio.get_running_loop().create_task(self._supervise(queue, record, ref))
+        ref = worker.actor.run.options(name=name).remote(record.args, record.kwargs, meta)
+        launch = _Launch(ref, worker, deadline=time.monotonic() + (queue.config["timeout"] or math.inf))
+        queue.running[record.id] = launch
+        loop = asyncio.get_running_loop()
+        ref.future().add_done_callback(
+            lambda done: loop.call_soon_threadsafe(self._settle, queue, record, launch, done))
 
-    async def _supervise(self, queue: _Queue, record: TaskRecord, ref: Any) -> None:
-        timeout = queue.config["timeout"]
+    def _settle(self, queue: _Queue, record: TaskRecord, launch: _Launch, done: concurrent.futures.Future) -> None:
+        """Record a launch's outcome, unless a cancel or timeout already did (and stopped its worker)."""
+        if queue.running.get(record.id) is not launch:
+            return
+        del queue.running[record.id]
+        queue.wake.set()
         try:
-            outcome = await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout=timeout)
-        except asyncio.TimeoutError:
-            ray.cancel(ref, force=True)  # stops the running code: the worker process is killed
-            if queue.running.pop(record.id, None) is not None:
-                self._finish(record, records.TIMEOUT, result=None,
-                             error=f"Task timed out after {timeout:g}s")
-            queue.wake.set()
-            return
-        except TaskCancelledError:
-            outcome = None
+            kind, payload, retryable, container_id = done.result()
         except RayError as exc:  # the worker crashed or was killed
-            if queue.running.pop(record.id, None) is not None:
-                self._retry_or_fail(record, f"worker failure: {exc}")
-            queue.wake.set()
+            queue.pool.discard(launch.worker)
+            self._retry_or_fail(record, f"worker failure: {exc}")
             return
-        if queue.running.pop(record.id, None) is None or outcome is None:
-            return  # cancelled meanwhile: the cancel already recorded the status
-        kind, payload, retryable, container_id = outcome
+        if self.queues.get(record.queue) is queue:
+            queue.pool.release(launch.worker)
+        else:  # the queue was stopped or replaced while this task ran
+            queue.pool.discard(launch.worker)
         record.container_id = container_id
         if kind == "ok":
             self._finish(record, records.COMPLETE, result=payload)
@@ -296,7 +343,6 @@ class TaskService:
             self._retry_or_fail(record, payload)
         else:
             self._finish(record, records.FAILED, result=None, error=payload)
-        queue.wake.set()
 
     # --- state changes -------------------------------------------------------------------------------
 
@@ -321,16 +367,37 @@ class TaskService:
             self._callbacks.submit(callbacks.send, record.callback_url, record.id, status, data)
 
     def _save(self, record: TaskRecord) -> None:
+        """Write-behind: changes made within one turn of the event loop reach the store in one write."""
         record.updated_at = time.time()
         self.tasks[record.id] = record
-        self.store.put(f"{_TASKS}{record.id}", record.to_json())
+        self._unsaved[record.id] = record
+        if self._written is None:
+            loop = asyncio.get_running_loop()
+            self._written = loop.create_future()
+            loop.call_soon(self._write)
+
+    def _write(self) -> None:
+        unsaved, written = self._unsaved, self._written
+        self._unsaved, self._written = {}, None
+        try:
+            self.store.put_many({f"{_TASKS}{task_id}": record.to_json() for task_id, record in unsaved.items()})
+        except Exception as exc:  # the store is down: callers waiting on this write see why; the next one retries
+            self._unsaved = {**unsaved, **self._unsaved}
+            written.set_exception(exc)
+            written.add_done_callback(lambda future: future.exception())  # seen, even when nobody waited
+        else:
+            written.set_result(None)
+
+    async def _durable(self) -> None:
+        """Wait until every change made so far is in the store (before acknowledging a submit or cancel)."""
+        if self._written is not None:
+            await asyncio.shield(self._written)
 
     def _view(self, record: TaskRecord, with_outputs: bool = False) -> dict[str, Any]:
         """The task as Beam's task API shows it (outputs, with fresh signed URLs, for single tasks)."""
         queue = self.queues.get(record.queue)
         config = queue.config if queue else {}
-        stats = {"active_containers": math.ceil(len(queue.running) / config["workers"]) if queue else 0,
-                 "queue_depth": len(queue.pending) if queue else 0}
+        stats = queue.stats() if queue else dict(_NO_STATS)
         return {
             "id": record.id, "status": record.status, "started_at": records.iso(record.started_at),
             "ended_at": records.iso(record.ended_at), "container_id": record.container_id,
