@@ -29,6 +29,8 @@ class Worker:
     actor: Any
     container_id: str
     idle_since: float = field(default_factory=time.monotonic)
+    tasks: collections.deque = field(default_factory=collections.deque)  # its owner's launches, the first running
+    stopped: bool = False
 
 
 class ContainerPool:
@@ -59,6 +61,9 @@ class ContainerPool:
 
     def discard(self, worker: Worker) -> None:
         """Stop a worker's process (a timed-out or cancelled task's code stops with it)."""
+        if worker.stopped:
+            return
+        worker.stopped = True
         ray.kill(worker.actor, no_restart=True)
         if self.members[worker.container_id] <= 1:
             del self.members[worker.container_id]

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import logging
 import math
 import time
 import uuid
@@ -29,6 +30,7 @@ from beamray.tasks import records
 from beamray.tasks.records import TaskRecord
 from beamray.tasks.containers import ContainerPool, Worker
 
+_log = logging.getLogger(__name__)
 SERVICE_NAME = "beamray-task-service"
 DEFAULT_TTL_S = 7200.0
 _TASKS, _QUEUES = "tasks/", "taskqueues/"
@@ -41,9 +43,10 @@ class QueueFullError(Exception):
 
 @dataclass
 class _Launch:
+    record: TaskRecord
     ref: Any
     worker: Worker
-    deadline: float  # time.monotonic() past which the task times out
+    deadline: float = math.inf  # time.monotonic() past which the task times out, once it started
 
 
 @dataclass
@@ -51,15 +54,19 @@ class _Queue:
     config: dict[str, Any]
     pool: ContainerPool
     pending: collections.deque = field(default_factory=collections.deque)
-    running: dict[str, _Launch] = field(default_factory=dict)  # task id → its launch, in launch order
+    running: dict[str, _Launch] = field(default_factory=dict)  # task id → its launch, in start order
+    # Handed to a busy worker to run next (still PENDING): the worker starts it the moment the task before
+    # it ends, without waiting for the service to hear of that and send it one.
+    queued: dict[str, _Launch] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     loop: asyncio.Task | None = None
 
     def capacity(self) -> int:
-        return self.pool.capacity(len(self.pending) + len(self.running))
+        return self.pool.capacity(len(self.pending) + len(self.queued) + len(self.running))
 
     def stats(self) -> dict[str, int]:
-        return {"active_containers": self.pool.active_containers(), "queue_depth": len(self.pending)}
+        return {"active_containers": self.pool.active_containers(),
+                "queue_depth": len(self.pending) + len(self.queued)}
 
 
 def _outputs(task_id: str) -> list[dict[str, Any]]:
@@ -145,7 +152,7 @@ class TaskService:
         queue = _Queue(config=config, pool=ContainerPool(config, ray.put(spec_blob)))
         old = self.queues.get(config["queue"])
         if old is not None:  # its running tasks finish in its workers, which then stop
-            queue.pending, queue.running = old.pending, old.running
+            queue.pending, queue.running, queue.queued = old.pending, old.running, old.queued
             old.pool.close()
             if old.loop:
                 old.loop.cancel()
@@ -205,7 +212,7 @@ class TaskService:
         return outcomes
 
     def _enqueue(self, queue: _Queue, args: list[Any], kwargs: dict[str, Any], callback_url: str) -> str:
-        if len(queue.pending) >= queue.config["max_pending_tasks"]:
+        if len(queue.pending) + len(queue.queued) >= queue.config["max_pending_tasks"]:
             raise QueueFullError(f"task queue {queue.config['name']} already holds "
                                  f"{queue.config['max_pending_tasks']} pending tasks (max_pending_tasks)")
         now = time.time()
@@ -243,10 +250,11 @@ class TaskService:
             if record is None or record.status in records.TERMINAL:
                 continue
             queue = self.queues.get(record.queue)
-            launch = queue.running.pop(task_id, None) if queue else None
             self._finish(record, records.CANCELLED, result=None)
-            if launch is not None:
-                queue.pool.discard(launch.worker)  # stops the running code with its process
+            if queue and task_id in queue.running:
+                self._stop_worker(queue, queue.running.pop(task_id).worker)  # stops the running code
+            elif queue and task_id in queue.queued:
+                self._unqueue(queue, task_id)
             cancelled.append(task_id)
             if queue:
                 queue.wake.set()
@@ -264,23 +272,30 @@ class TaskService:
     async def _dispatch(self, queue: _Queue) -> None:
         ticks = _Ticks(queue.config["schedule"]) if queue.config.get("schedule") else None
         while True:
-            if ticks is not None and ticks.due():
-                with contextlib.suppress(QueueFullError):
-                    self._enqueue(queue, [], {}, "")
-            self._expire(queue)
-            self._time_out(queue)
-            while queue.pending and len(queue.running) < queue.capacity():
-                record = self.tasks.get(queue.pending.popleft())
-                if record is not None and record.status in (records.PENDING, records.RETRY):
-                    self._launch(queue, record)
-            queue.pool.rescale()
             queue.wake.clear()
+            try:
+                self._dispatch_once(queue, ticks)
+            except Exception:  # a bug here must not stop the queue for good: log it, go on next round
+                _log.exception("task queue %s: dispatch failed", queue.config["queue"])
             longest = min(1.0, next(iter(queue.running.values())).deadline - time.monotonic()) \
                 if queue.running else 1.0
             try:
                 await asyncio.wait_for(queue.wake.wait(), timeout=ticks.wait(longest) if ticks else longest)
             except asyncio.TimeoutError:
                 pass
+
+    def _dispatch_once(self, queue: _Queue, ticks: _Ticks | None) -> None:
+        if ticks is not None and ticks.due():
+            with contextlib.suppress(QueueFullError):
+                self._enqueue(queue, [], {}, "")
+        self._expire(queue)
+        self._time_out(queue)
+        while len(queue.running) < queue.capacity() and (record := self._next_pending(queue)):
+            self._launch(queue, record, queue.pool.acquire())
+        for launch in list(queue.running.values()):
+            if len(launch.worker.tasks) == 1 and (record := self._next_pending(queue)):
+                self._launch(queue, record, launch.worker)
+        queue.pool.rescale()
 
     def _time_out(self, queue: _Queue) -> None:
         """Stop tasks running past ``timeout`` (the oldest launch comes first: one timeout per queue)."""
@@ -290,13 +305,18 @@ class TaskService:
             if launch.deadline > now:
                 break
             del queue.running[task_id]
-            queue.pool.discard(launch.worker)  # stops the running code: the worker process is killed
-            self._finish(self.tasks[task_id], records.TIMEOUT, result=None,
+            self._stop_worker(queue, launch.worker)  # stops the running code: the worker process is killed
+            self._finish(launch.record, records.TIMEOUT, result=None,
                          error=f"Task timed out after {queue.config['timeout']:g}s")
 
     def _expire(self, queue: _Queue) -> None:
+        """Tasks not started within the TTL expire, including those a busy worker holds to run next."""
         ttl = queue.config["ttl"] or DEFAULT_TTL_S
         now = time.time()
+        for task_id, launch in list(queue.queued.items()):
+            if now - launch.record.created_at > ttl:
+                self._unqueue(queue, task_id)
+                self._finish(launch.record, records.EXPIRED, result=None)
         while queue.pending:
             record = self.tasks.get(queue.pending[0])
             if record is not None and record.status in (records.PENDING, records.RETRY) \
@@ -306,22 +326,47 @@ class TaskService:
             if record is not None and record.status in (records.PENDING, records.RETRY):
                 self._finish(record, records.EXPIRED, result=None)
 
-    def _launch(self, queue: _Queue, record: TaskRecord) -> None:
-        record.status, record.attempts = records.RUNNING, record.attempts + 1
-        record.started_at = record.started_at or time.time()
-        self._save(record)
-        worker = queue.pool.acquire()
+    def _unqueue(self, queue: _Queue, task_id: str) -> None:
+        """Take back a task a worker holds to run next; Ray drops it before it starts."""
+        launch = queue.queued.pop(task_id)
+        launch.worker.tasks.remove(launch)
+        ray.cancel(launch.ref)
+
+    def _next_pending(self, queue: _Queue) -> TaskRecord | None:
+        while queue.pending:
+            record = self.tasks.get(queue.pending.popleft())
+            if record is not None and record.status in (records.PENDING, records.RETRY):
+                return record
+        return None
+
+    def _launch(self, queue: _Queue, record: TaskRecord, worker: Worker) -> None:
+        """Hand ``record`` to ``worker``: it starts now if the worker is idle, else right after its task."""
         meta = {"task_id": record.id, "stub_id": record.stub_id, "callback_url": record.callback_url}
         name = f"{queue.config['handler']} task={record.id}"  # the Beam task id, findable in the dashboard
         ref = worker.actor.run.options(name=name).remote(record.args, record.kwargs, meta)
-        launch = _Launch(ref, worker, deadline=time.monotonic() + (queue.config["timeout"] or math.inf))
-        queue.running[record.id] = launch
+        launch = _Launch(record, ref, worker)
+        worker.tasks.append(launch)
+        queue.queued[record.id] = launch
+        if len(worker.tasks) == 1:
+            self._mark_started(queue, launch)
         loop = asyncio.get_running_loop()
-        ref.future().add_done_callback(
-            lambda done: loop.call_soon_threadsafe(self._settle, queue, record, launch, done))
+        ref.future().add_done_callback(lambda done: loop.call_soon_threadsafe(self._settle, queue, launch, done))
 
-    def _settle(self, queue: _Queue, record: TaskRecord, launch: _Launch, done: concurrent.futures.Future) -> None:
+    def _mark_started(self, queue: _Queue, launch: _Launch) -> None:
+        """The task reached the front of its worker: it runs from now on."""
+        record = launch.record
+        del queue.queued[record.id]
+        record.status, record.attempts = records.RUNNING, record.attempts + 1
+        record.started_at = record.started_at or time.time()
+        launch.deadline = time.monotonic() + (queue.config["timeout"] or math.inf)
+        queue.running[record.id] = launch
+        self._save(record)
+
+    def _settle(self, queue: _Queue, launch: _Launch, done: concurrent.futures.Future) -> None:
         """Record a launch's outcome, unless a cancel or timeout already did (and stopped its worker)."""
+        record, worker = launch.record, launch.worker
+        if queue.queued.get(record.id) is launch:  # it ran before the service saw the task ahead of it end
+            self._mark_started(queue, launch)
         if queue.running.get(record.id) is not launch:
             return
         del queue.running[record.id]
@@ -329,13 +374,9 @@ class TaskService:
         try:
             kind, payload, retryable, container_id = done.result()
         except RayError as exc:  # the worker crashed or was killed
-            queue.pool.discard(launch.worker)
+            self._stop_worker(queue, worker)
             self._retry_or_fail(record, f"worker failure: {exc}")
             return
-        if self.queues.get(record.queue) is queue:
-            queue.pool.release(launch.worker)
-        else:  # the queue was stopped or replaced while this task ran
-            queue.pool.discard(launch.worker)
         record.container_id = container_id
         if kind == "ok":
             self._finish(record, records.COMPLETE, result=payload)
@@ -343,6 +384,23 @@ class TaskService:
             self._retry_or_fail(record, payload)
         else:
             self._finish(record, records.FAILED, result=None, error=payload)
+        worker.tasks.remove(launch)
+        if self.queues.get(record.queue) is not queue:  # the queue was stopped or replaced meanwhile
+            self._stop_worker(queue, worker)
+        elif worker.tasks:
+            if worker.tasks[0].record.id in queue.queued:
+                self._mark_started(queue, worker.tasks[0])
+        else:
+            queue.pool.release(worker)
+
+    def _stop_worker(self, queue: _Queue, worker: Worker) -> None:
+        """Kill a worker's process; the task it had queued next goes back to the front of the queue."""
+        queue.pool.discard(worker)
+        for launch in reversed(worker.tasks):
+            if queue.queued.pop(launch.record.id, None) is launch:
+                queue.pending.appendleft(launch.record.id)
+        worker.tasks.clear()
+        queue.wake.set()
 
     # --- state changes -------------------------------------------------------------------------------
 

@@ -86,3 +86,14 @@ def steady(seconds: float = 0.0, tag: str = ""):
             autoscaler=QueueDepthAutoscaler(max_containers=1))
 def blocking(seconds: float = 60.0, marker: str = ""):
     return sleep_marked(seconds, marker)
+
+
+def started_pid() -> int:
+    return os.getpid()
+
+
+@task_queue(name="warm", cpu=0.1, keep_warm_seconds=2, on_start=started_pid,
+            autoscaler=QueueDepthAutoscaler(max_containers=2, tasks_per_container=1))
+def warm(seconds: float = 0.0, context=None):
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "on_start_pid": context.on_start_value, "container_id": context.container_id}
