@@ -1,6 +1,6 @@
 """The task service: one detached async actor that owns every task queue's pending work.
 
-It keeps task records in the durable store (write-through; it is their only writer), runs each queue's
+It keeps task records in the durable store (written behind, ``journal.Journal``; it is their only writer), runs each queue's
 tasks in that queue's containers (``containers.ContainerPool``: worker actors with the queue's resources
 and code, scaled with queue depth), and turns outcomes into Beam's statuses:
 an exception in ``retry_for`` or a crashed worker → RETRY (up to ``retries``), any other exception →
@@ -20,20 +20,22 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 import ray
 from ray.exceptions import RayError
 
 from beamray.store import open_store
 from beamray.tasks import records
-from beamray.tasks.records import TaskRecord
 from beamray.tasks.containers import ContainerPool, Worker
+from beamray.tasks.journal import Journal
+from beamray.tasks.records import TaskRecord
 
 _log = logging.getLogger(__name__)
 SERVICE_NAME = "beamray-task-service"
 DEFAULT_TTL_S = 7200.0
-_TASKS, _QUEUES = "tasks/", "taskqueues/"
+_QUEUES = "taskqueues/"
 _NO_STATS = {"active_containers": 0, "queue_depth": 0}  # a queue that is not running
 
 
@@ -116,12 +118,11 @@ _quiet = ray.method(enable_task_events=False)
 class TaskService:
     def __init__(self) -> None:
         self.store = open_store()
+        self.journal = Journal(self.store)
         self.tasks: dict[str, TaskRecord] = {}
         self.queues: dict[str, _Queue] = {}
         self._callbacks = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="beamray-callback")
         self._started = False
-        self._unsaved: dict[str, TaskRecord] = {}
-        self._written: asyncio.Future | None = None  # resolved when ``_unsaved`` is in the store
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -129,8 +130,7 @@ class TaskService:
         if self._started:
             return
         self._started = True
-        for raw in self.store.scan(_TASKS).values():
-            record = TaskRecord.from_json(raw)
+        for record in self.journal.load():
             self.tasks[record.id] = record
         for key, raw in self.store.scan(_QUEUES).items():
             if key.endswith("/config"):
@@ -208,7 +208,7 @@ class TaskService:
                 outcomes.append(self._enqueue(queue, args, kwargs, callback_url))
             except QueueFullError as exc:
                 outcomes.append(exc)
-        await self._durable()
+        await self.journal.durable()
         return outcomes
 
     def _enqueue(self, queue: _Queue, args: list[Any], kwargs: dict[str, Any], callback_url: str) -> str:
@@ -258,7 +258,7 @@ class TaskService:
             cancelled.append(task_id)
             if queue:
                 queue.wake.set()
-        await self._durable()
+        await self.journal.durable()
         return cancelled
 
     @_quiet
@@ -417,39 +417,18 @@ class TaskService:
     def _finish(self, record: TaskRecord, status: str, result: Any, error: str = "") -> None:
         record.status, record.result, record.error = status, result, error or record.error
         record.ended_at = record.updated_at = time.time()
-        self._save(record)
+        notify = None
         if record.callback_url:
             from beamray import callbacks
 
             data = result if status == records.COMPLETE and result is not None else {}
-            self._callbacks.submit(callbacks.send, record.callback_url, record.id, status, data)
+            notify = partial(self._callbacks.submit, callbacks.send, record.callback_url, record.id, status, data)
+        self._save(record, then=notify)  # the callback goes out once the outcome is written: at most once
 
-    def _save(self, record: TaskRecord) -> None:
-        """Write-behind: changes made within one turn of the event loop reach the store in one write."""
+    def _save(self, record: TaskRecord, then: Callable[[], Any] | None = None) -> None:
         record.updated_at = time.time()
         self.tasks[record.id] = record
-        self._unsaved[record.id] = record
-        if self._written is None:
-            loop = asyncio.get_running_loop()
-            self._written = loop.create_future()
-            loop.call_soon(self._write)
-
-    def _write(self) -> None:
-        unsaved, written = self._unsaved, self._written
-        self._unsaved, self._written = {}, None
-        try:
-            self.store.put_many({f"{_TASKS}{task_id}": record.to_json() for task_id, record in unsaved.items()})
-        except Exception as exc:  # the store is down: callers waiting on this write see why; the next one retries
-            self._unsaved = {**unsaved, **self._unsaved}
-            written.set_exception(exc)
-            written.add_done_callback(lambda future: future.exception())  # seen, even when nobody waited
-        else:
-            written.set_result(None)
-
-    async def _durable(self) -> None:
-        """Wait until every change made so far is in the store (before acknowledging a submit or cancel)."""
-        if self._written is not None:
-            await asyncio.shield(self._written)
+        self.journal.save(record, then)
 
     def _view(self, record: TaskRecord, with_outputs: bool = False) -> dict[str, Any]:
         """The task as Beam's task API shows it (outputs, with fresh signed URLs, for single tasks)."""
