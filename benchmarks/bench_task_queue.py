@@ -1,8 +1,10 @@
 """Task queue throughput (put → COMPLETE) against raw Ray tasks doing the same work, and enqueue latency.
 
-beamray: N trivial tasks submitted to a deployed ``@task_queue`` (durable records in the embedded SQLite
-store, or Redis with ``--redis-url``), timed until every one is COMPLETE. Raw Ray: N ``f.remote(i)``
-calls with the same resource ask, timed until ``ray.get`` returns. Goal (issue): throughput ratio >= 0.5.
+beamray: N trivial tasks enqueued by PRODUCERS threads through ``client.submit`` (what ``.put()`` calls)
+into a deployed ``@task_queue`` (durable records in the embedded SQLite store, or Redis with
+``--redis-url``), timed until every one is COMPLETE (the last record's ``ended_at``). Raw Ray: N
+``f.remote(i)`` calls with the same resource ask, timed until ``ray.get`` returns. Each side is timed
+warm, right after an untimed run of its own. Goal (issue): throughput ratio >= 0.5.
 Also p50 enqueue latency over HTTP (``POST /taskqueue/NAME``) and through ``.put()``.
 
     python benchmarks/bench_task_queue.py [--tasks 1000] [--trials 3] [--redis-url redis://…] [--json out.json]
