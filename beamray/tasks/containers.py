@@ -24,7 +24,7 @@ from beamray.tasks.worker import TaskWorker
 MIN_IDLE_S = 1.0
 
 
-@dataclass
+@dataclass(eq=False)  # identity: each is one process
 class Worker:
     actor: Any
     container_id: str

@@ -43,7 +43,7 @@ class QueueFullError(Exception):
     """The queue already holds ``max_pending_tasks`` tasks (HTTP 429)."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity: two launches are never the same one
 class _Launch:
     record: TaskRecord
     ref: Any
