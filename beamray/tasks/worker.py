@@ -26,6 +26,7 @@ class TaskWorker:
 
         self.spec = load_spec(spec_blob)
         self.container_id = container_id
+        self.wants_context = wants_context(self.spec.func)  # inspect.signature once, not per task
         runtime = self.spec.runtime
         with task_environment(runtime.env, runtime.secrets, {"CONTAINER_ID": container_id}, runtime.volumes):
             self.on_start_value = run_hook(self.spec.serving.on_start)
@@ -40,7 +41,7 @@ class TaskWorker:
         identity = {"CONTAINER_ID": container_id, "TASK_ID": meta["task_id"], "STUB_ID": meta["stub_id"],
                     "STUB_TYPE": stub_type, "TIMEOUT": str(int(spec.timeout or 0))}
         with task_environment(spec.runtime.env, spec.runtime.secrets, identity, spec.runtime.volumes):
-            if wants_context(spec.func):
+            if self.wants_context:
                 kwargs = {**kwargs, "context": FunctionContext(
                     container_id=container_id, stub_id=meta["stub_id"], stub_type=stub_type,
                     callback_url=meta.get("callback_url") or None, task_id=meta["task_id"],
