@@ -61,8 +61,8 @@ class _Enqueuer:
         self._waiting: list[_Enqueue] = []
         self._sending = False
 
-    def submit(self, queue_id: str, args: list[Any], kwargs: dict[str, Any], callback_url: str = "") -> str:
-        mine = _Enqueue(queue_id, (args, kwargs, callback_url))
+    def submit(self, queue_id: str, args: list[Any], kwargs: dict[str, Any]) -> str:
+        mine = _Enqueue(queue_id, (args, kwargs, ""))  # a request-level callback travels in kwargs, as Beam's
         with self._lock:
             self._waiting.append(mine)
             lead = not self._sending

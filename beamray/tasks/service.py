@@ -1,8 +1,8 @@
 """The task service: one detached async actor that owns every task queue's pending work.
 
-It keeps task records in the durable store (written behind, ``journal.Journal``; it is their only writer), runs each queue's
-tasks in that queue's containers (``containers.ContainerPool``: worker actors with the queue's resources
-and code, scaled with queue depth), and turns outcomes into Beam's statuses:
+It keeps task records in the durable store (written behind by ``journal.Journal``; it is their only
+writer), runs each queue's tasks in that queue's containers (``containers.ContainerPool``: worker actors
+with the queue's resources and code, scaled with queue depth), and turns outcomes into Beam's statuses:
 an exception in ``retry_for`` or a crashed worker → RETRY (up to ``retries``), any other exception →
 FAILED, past ``timeout`` → TIMEOUT (the worker process is killed), cancelled → CANCELLED, never started
 within the TTL → EXPIRED. On (re)start it reloads every record: RUNNING tasks of a dead service are
