@@ -163,6 +163,40 @@ def _haproxy_environment(ports: dict[str, int]) -> dict[str, str]:
     }
 
 
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on ``port`` of loopback. Ray's Serve proxy binds with SO_REUSEPORT, so a
+    second cluster's proxy would share the port with the first one and the kernel would split the traffic."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def port_taken_message(port: int) -> str:
+    return (f"port {port} on 127.0.0.1 is taken by another program, maybe another beamray cluster (one per "
+            "BEAMRAY_HOME). Stop it (`beamray cluster down` with its BEAMRAY_HOME), or choose another port "
+            "with BEAMRAY_HTTP_PORT=PORT (or `beamray config set http_port PORT`).")
+
+
+def _choose_http_port() -> int:
+    """The gateway port of a new embedded head: the user's choice (refused when taken), else 8000 when
+    free, else one the kernel picks (reported by ``config show`` and ``deploy``)."""
+    chosen = config.configured_http_port()
+    if chosen is not None:
+        if not port_is_free(chosen):
+            raise ClusterError(port_taken_message(chosen))
+        return chosen
+    if port_is_free(config.DEFAULT_HTTP_PORT):
+        return config.DEFAULT_HTTP_PORT
+    port = _pick_ports({"http": None})["http"]
+    print(f"=> Port {config.DEFAULT_HTTP_PORT} is taken (another beamray cluster?); this cluster's gateway "
+          f"uses port {port} (see `beamray config show`)", file=sys.stderr)
+    return port
+
+
 def ensure_ray_token() -> None:
     """Token auth stays on (Ray 2.60's default): make sure a token exists for the head we start."""
     if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
@@ -178,8 +212,12 @@ def start_embedded(
     num_gpus: int | None = None,
     resources: dict[str, float] | None = None,
     timeout: float = 90.0,
+    memory_mib: float | None = None,
 ) -> dict[str, Any]:
-    """Start the embedded head unless it runs already; returns its record."""
+    """Start the embedded head unless it runs already; returns its record.
+
+    ``memory_mib`` is the memory Ray may schedule (default: what the machine has).
+    """
     with _lock():
         state = embedded_state()
         if state:
@@ -194,6 +232,7 @@ def start_embedded(
         if ingress == "haproxy":
             preferred.update(metrics=None, stats=None, fallback=None)
         ports = _pick_ports(preferred)
+        http_port = _choose_http_port()
         command = [
             sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
             f"--port={ports['gcs']}", f"--dashboard-port={ports['dashboard']}", "--dashboard-host=127.0.0.1",
@@ -205,6 +244,8 @@ def start_embedded(
             command.append(f"--num-gpus={num_gpus}")
         if resources:
             command.append(f"--resources={json.dumps(resources)}")
+        if memory_mib:
+            command.append(f"--memory={int(memory_mib * 2**20)}")
         env = dict(os.environ)
         env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
         env.setdefault("RAY_AUTH_MODE", "token")
@@ -232,6 +273,7 @@ def start_embedded(
             "address": f"127.0.0.1:{ports['gcs']}",
             "dashboard_url": f"http://127.0.0.1:{ports['dashboard']}",
             "client_port": ports["client"],
+            "http_port": http_port,
             "started_at": time.time(),
             "worker_settings": settings,
             "ingress": ingress,
@@ -378,6 +420,16 @@ def job_runtime_env(embedded_head: dict[str, Any] | None) -> dict[str, Any] | No
     return {"env_vars": settings, "working_dir": os.getcwd()}
 
 
+_forward_worker_logs = True
+
+
+def forward_worker_logs(enabled: bool) -> None:
+    """Whether this driver prints its job's worker output (``beamray run``: yes; ``deploy``, ``cluster up``:
+    no, since the Serve controller and replicas they start would otherwise print to their terminal)."""
+    global _forward_worker_logs
+    _forward_worker_logs = enabled
+
+
 def connect() -> None:
     """Attach this process to the cluster as a Ray driver, starting the embedded head if needed.
 
@@ -390,15 +442,14 @@ def connect() -> None:
     if address is not None and address.startswith(("http://", "https://")):
         raise ClusterError(f"{address} is a job-submission address: library calls need a Ray address "
                            "(host:port or ray://host:10001); the beamray CLI forwards commands there itself")
-    if address is None and "ray" not in sys.modules:
-        start_embedded()  # first, so that the token exists before Ray is imported
+    state = None
+    if address is None:
+        state = start_embedded()  # first, so that the token exists before Ray's auth mode is decided
+        address = state["address"]
     prepare_ray_environment()
     import ray
 
-    state = None
-    if address is None:
-        state = start_embedded()
-        address = state["address"]
+    if state is not None:
         # The head advertises 127.0.0.1; a driver must not rewrite that to the host's public IP.
         import ray._private.ray_constants as ray_constants
 
@@ -407,7 +458,7 @@ def connect() -> None:
     _send_cluster_warnings_to_stderr()
     try:
         ray.init(
-            address=address, namespace=NAMESPACE, log_to_driver=True, logging_level="WARNING",
+            address=address, namespace=NAMESPACE, log_to_driver=_forward_worker_logs, logging_level="WARNING",
             runtime_env=job_runtime_env(state), configure_logging=True,
         )
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError or AuthenticationError here

@@ -56,8 +56,11 @@ def configured_address() -> str | None:
     return None
 
 
-def http_port() -> int:
-    value = os.environ.get("BEAMRAY_HTTP_PORT") or load_config().get("http_port") or DEFAULT_HTTP_PORT
+def configured_http_port() -> int | None:
+    """The gateway port the user chose (``BEAMRAY_HTTP_PORT``, else ``config set http_port``), or None."""
+    value = os.environ.get("BEAMRAY_HTTP_PORT") or load_config().get("http_port")
+    if not value:
+        return None
     try:
         port = int(value)
     except ValueError:
@@ -65,6 +68,17 @@ def http_port() -> int:
     if not 0 < port < 65536:
         raise ValueError(f"BEAMRAY_HTTP_PORT must be between 1 and 65535, got {port}")
     return port
+
+
+def http_port() -> int:
+    """The gateway port: the user's choice, else the one the embedded head picked, else 8000."""
+    chosen = configured_http_port()
+    if chosen is not None:
+        return chosen
+    try:
+        return int(json.loads((home() / "cluster.json").read_text())["http_port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_HTTP_PORT
 
 
 def gateway_token() -> str:

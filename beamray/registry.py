@@ -28,10 +28,11 @@ class DeploymentRecord:
     route_prefix: str
     authorized: bool
     handler: str
-    status: str  # running | stopped
+    status: str  # running | stopped | failed (a restore could not bring it back; ``error`` says why)
     created_at: float
     url: str = ""
     code_path: str = ""  # the zip archive of the user's code (for restores)
+    error: str = ""
 
     def beam_details(self) -> dict[str, Any]:
         """Beam's ``deploy()`` result dict."""
@@ -70,16 +71,25 @@ class Registry:
         versions = [record.version for record in self.records() if record.name == name]
         return max(versions, default=0) + 1
 
-    def save(self, record: DeploymentRecord, spec_blob: bytes | None = None) -> None:
+    def save(self, record: DeploymentRecord, spec_blob: bytes | None = None, launch_blob: bytes | None = None
+             ) -> None:
+        """Store a record; with its pickled spec (for containers) and launch spec (for restores) on deploy."""
         if spec_blob is not None:
             self.store.put(_key(record.name, record.version, ".spec"), spec_blob)
+        if launch_blob is not None:
+            self.store.put(_key(record.name, record.version, ".launch"), launch_blob)
         self.store.put(_key(record.name, record.version), json.dumps(asdict(record)).encode())
 
     def spec_blob(self, record: DeploymentRecord) -> bytes | None:
         return self.store.get(_key(record.name, record.version, ".spec"))
 
+    def launch_blob(self, record: DeploymentRecord) -> bytes | None:
+        """The spec without user code (``specs.without_user_code``): unpickles where the code cannot load."""
+        return self.store.get(_key(record.name, record.version, ".launch"))
+
     def remove(self, record: DeploymentRecord) -> None:
         self.store.delete(_key(record.name, record.version, ".spec"))
+        self.store.delete(_key(record.name, record.version, ".launch"))
         self.store.delete(_key(record.name, record.version))
 
     def find(self, identifier: str) -> list[DeploymentRecord]:

@@ -5,7 +5,7 @@ Specs import no Ray and hold parsed values only; change one with ``dataclasses.r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 
@@ -60,7 +60,6 @@ class FunctionSpec:
     headless: bool = False
 
 
-
 @dataclass(frozen=True)
 class ServingSpec:
     """How a deployment serves traffic: concurrency, scaling, warmth, auth, start-up hook."""
@@ -110,3 +109,17 @@ class TaskQueueSpec:
     callback_url: str = ""
     kind: str = "taskqueue"  # also "function" (a deployed @function) and "schedule"
     schedule: str = ""  # cron expression, for kind "schedule"
+
+
+def without_user_code(spec: Any) -> Any:
+    """``spec`` with every callable of the user's removed: what launching its containers needs.
+
+    It unpickles in any process (a restore in ``beamray cluster up`` run from another folder, a driver
+    without the app's packages), where the full spec would import the user's module.
+    """
+    changes: dict[str, Any] = {"func": None}
+    if hasattr(spec, "serving"):
+        changes["serving"] = replace(spec.serving, on_start=None)
+    if hasattr(spec, "retry_for"):
+        changes["retry_for"] = ()
+    return replace(spec, **changes)

@@ -7,6 +7,7 @@ import json
 import click
 
 from beamray import cluster
+from beamray.adapters.parsing import parse_gpu, parse_memory
 from beamray.cli.common import beamray_errors, json_option, print_json, say
 
 
@@ -19,8 +20,13 @@ def cluster_group() -> None:
 @click.option("--num-cpus", type=float, help="Logical CPUs of the embedded head (default: max(4, cores)).")
 @click.option("--num-gpus", type=int, help="GPUs to advertise (default: what Ray detects).")
 @click.option("--resources", help='Extra Ray resources as JSON, e.g. \'{"RTX4090": 1}\'.')
+@click.option("--gpu", "gpus", multiple=True, metavar="TYPE[:COUNT]",
+              help="Emulate GPUs of a Beam type (e.g. T4, A10G:2) as Ray logical resources, for code that "
+                   "does not use the device. Repeatable.")
+@click.option("--memory", help="Memory Ray may schedule, in Beam's format (e.g. 32Gi; default: the machine's).")
 @beamray_errors
-def up(num_cpus: float | None, num_gpus: int | None, resources: str | None) -> None:
+def up(num_cpus: float | None, num_gpus: int | None, resources: str | None, gpus: tuple[str, ...],
+       memory: str | None) -> None:
     """Start the embedded local cluster (kept running after this command exits)."""
     if cluster.config.configured_address():
         raise click.ClickException(
@@ -31,8 +37,18 @@ def up(num_cpus: float | None, num_gpus: int | None, resources: str | None) -> N
         extra = json.loads(resources) if resources else None
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--resources") from exc
+    if gpus:
+        from beamray.runtime.resources import emulated_gpus
+
+        emulated_count, emulated = emulated_gpus(_parse_gpus(gpus))
+        num_gpus = (num_gpus or 0) + emulated_count
+        extra = {**emulated, **(extra or {})}
+    memory_mib = parse_memory(memory) if memory else None
     already = cluster.embedded_state() is not None
-    state = cluster.start_embedded(num_cpus=num_cpus, num_gpus=num_gpus, resources=extra)
+    if already and (gpus or memory or num_cpus or num_gpus or resources):
+        say("The cluster is already running, so its resources stay as they are: "
+            "`beamray cluster down` first to change them")
+    state = cluster.start_embedded(num_cpus=num_cpus, num_gpus=num_gpus, resources=extra, memory_mib=memory_mib)
     say(f"Cluster {'already running' if already else 'started'} at {state['address']}")
     say(f"Dashboard: {state['dashboard_url']}")
     from beamray import registry
@@ -42,6 +58,20 @@ def up(num_cpus: float | None, num_gpus: int | None, resources: str | None) -> N
 
         deployments.ensure_serve()  # brings stored deployments back
         say(f"Gateway: {cluster.gateway_url()}")
+
+
+def _parse_gpus(values: tuple[str, ...]) -> dict[str, int]:
+    """``("T4", "A10G:2")`` → ``{"T4": 1, "A10G": 2}``, types checked as Beam checks ``gpu=``."""
+    gpus: dict[str, int] = {}
+    for value in values:
+        name, _, count = value.partition(":")
+        if count and not (count.isdigit() and int(count) > 0):
+            raise click.BadParameter(f"{value!r}: COUNT must be a positive integer", param_hint="--gpu")
+        (gpu_type,) = parse_gpu(name) or ("",)
+        if not gpu_type:
+            raise click.BadParameter(f"{value!r} names no GPU type", param_hint="--gpu")
+        gpus[gpu_type] = gpus.get(gpu_type, 0) + int(count or 1)
+    return gpus
 
 
 @cluster_group.command()

@@ -10,7 +10,9 @@ from typing import Any, Callable
 
 import click
 
-from beamray.exceptions import BeamrayError
+from beamray.exceptions import BeamrayError, ImageBuildError, InfeasibleResourcesError
+
+BEAMRAY_ERRORS = (BeamrayError, ImageBuildError)  # beamray's own: one clear message, no traceback
 
 
 def say(message: str) -> None:
@@ -35,11 +37,42 @@ def beamray_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (BeamrayError, ValueError, KeyError) as exc:
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-            raise click.ClickException(str(message)) from exc
+        except (*BEAMRAY_ERRORS, ValueError, KeyError) as exc:
+            raise explained(exc) from exc
 
     return wrapper
+
+
+def explained(exc: BaseException) -> click.ClickException:
+    """The error as the user should read it: its message, then the next step where there is one."""
+    message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    step = next_step(exc)
+    return click.ClickException(f"{message}\n{step}" if step else message)
+
+
+def next_step(exc: BaseException) -> str:
+    """What to do about ``exc``: for hardware the embedded cluster lacks, how to emulate it."""
+    from beamray import cluster
+
+    if not isinstance(exc, InfeasibleResourcesError) or not cluster.is_embedded():
+        return ""
+    from beamray.runtime.resources import beam_gpu_type
+
+    wanted = exc.requested
+    flags = [f"--gpu {gpu_type}" + (f":{int(wanted['GPU'])}" if wanted.get("GPU", 1) > 1 else "")
+             for gpu_type in filter(None, map(beam_gpu_type, wanted))]
+    if "GPU" in wanted and not flags:
+        flags.append(f"--num-gpus {int(wanted['GPU'])}")
+    most_cpus = max((node.get("CPU", 0) for node in exc.available), default=0)
+    if wanted.get("CPU", 0) > most_cpus:
+        flags.append(f"--num-cpus {wanted['CPU']:g}")
+    most_memory = max((node.get("memory", 0) for node in exc.available), default=0)
+    if wanted.get("memory", 0) > most_memory:
+        flags.append(f"--memory {int(-(-wanted['memory'] // 2**30))}Gi")
+    if not flags:
+        return ""
+    return ("This is the embedded local cluster. To emulate that hardware for code that does not use the "
+            f"device, restart it with:\n  beamray cluster down && beamray cluster up {' '.join(flags)}")
 
 
 def humanize_age(timestamp: float, now: float | None = None) -> str:

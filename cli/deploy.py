@@ -76,6 +76,9 @@ def deploy(handler: str, name: str | None, as_json: bool) -> None:
     click.echo(_invocation(result, record.authorized, config.gateway_token()))
 
 
+_ACTIVE = {"running": "Yes", "stopped": "No", "failed": "Failed"}
+
+
 @click.group("deployment")
 def deployment_group() -> None:
     """List, stop and delete deployments."""
@@ -93,10 +96,13 @@ def list_command(as_json: bool) -> None:
         print_json([vars(record) for record in records])
         return
     rows = [(record.deployment_id[:8], record.name, record.kind, f"v{record.version}",
-             "Yes" if record.status == "running" else "No", humanize_age(record.created_at), record.url)
+             _ACTIVE.get(record.status, "No"), humanize_age(record.created_at), record.url)
             for record in records]
     click.echo(render_table(("ID", "Name", "Kind", "Version", "Active", "Created", "URL"), rows))
     click.echo(f"\n  {len(records)} items")
+    for record in records:
+        if record.status == "failed":
+            click.echo(f"  {record.name} v{record.version} failed: {record.error}")
 
 
 @deployment_group.command()

@@ -35,8 +35,10 @@ def load_handler(target: str) -> tuple[Any, str]:
     root, module_name = module_root_and_name(file)
     os.environ["BEAMRAY_DROP_IN"] = "1"
     drop_in.install()
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    # The code root first, then the file's own folder (its sibling modules), as the container sets it up.
+    for folder in (os.path.dirname(os.path.abspath(file)), root):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
     module = importlib.import_module(module_name)
     if not hasattr(module, attribute):
         raise click.BadParameter(f"{file} has no attribute {attribute!r}", param_hint="HANDLER")

@@ -8,6 +8,8 @@ import sys
 
 import click
 
+from beamray.cli.common import BEAMRAY_ERRORS, explained
+
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
@@ -26,6 +28,8 @@ def run(file: str, args: tuple[str, ...]) -> None:
     except SystemExit as exit_:
         if exit_.code not in (None, 0):
             raise
+    except BEAMRAY_ERRORS as exc:  # beamray's own errors read as one message; the user's keep their traceback
+        raise explained(exc) from exc
     sys.stdout.flush()
 
 

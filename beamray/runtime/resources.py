@@ -36,6 +36,23 @@ def gpu_resource(gpu_type: str) -> str:
     return gpu_type
 
 
+def beam_gpu_type(resource: str) -> str | None:
+    """The Beam GPU type a Ray resource marks (the inverse of :func:`gpu_resource`), or None."""
+    for beam_name, ray_name in _RAY_ACCELERATOR_NAMES.items():
+        if resource == f"accelerator_type:{ray_name}":
+            return beam_name
+    return resource if resource.startswith("RTX") else None
+
+
+def emulated_gpus(gpus: dict[str, int]) -> tuple[int, dict[str, float]]:
+    """``{Beam GPU type: count}`` → the ``num_gpus`` and resources a node advertises to look like it has them.
+
+    Ray schedules on these logical resources only, so code that never touches the device runs there as on
+    real hardware (the embedded cluster's emulation: ``beamray cluster up --gpu T4``).
+    """
+    return sum(gpus.values()), {gpu_resource(gpu_type): float(count) for gpu_type, count in gpus.items()}
+
+
 def ray_options(resources: ResourceSpec, gpu_type: str | None) -> dict[str, Any]:
     """Ray's ``num_cpus`` / ``memory`` / ``num_gpus`` / ``resources`` for one chosen GPU type (or none)."""
     if not isinstance(resources.memory_mib, (int, float)) or resources.memory_mib < 0:

@@ -34,14 +34,6 @@ class FunctionTimeoutError(TimeoutError):
     """A handler ran past its ``timeout``; the name says which one."""
 
 
-def setup_process() -> None:
-    """Ray's ``worker_process_setup_hook``: let user modules that ``import beam`` load in workers."""
-    if os.environ.get("BEAMRAY_DROP_IN") == "1":
-        from beamray import drop_in
-
-        drop_in.install()
-
-
 def _expand(value: str, secret_values: dict[str, str]) -> str:
     """Resolve Beam's ``${{ … }}`` references in an env value."""
 

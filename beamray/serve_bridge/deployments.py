@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import ray
 from ray import serve
 
 from beamray import cluster, config, secrets, storage, store
-from beamray.exceptions import BeamrayError
+from beamray.exceptions import BeamrayError, ClusterError
 from beamray.registry import DeploymentRecord, Registry, new_record
 from beamray.runtime import resources
 from beamray.runtime.image import image_runtime_env
@@ -26,7 +27,7 @@ from beamray.serve_bridge import code
 from beamray.serve_bridge.gateway import Gateway
 from beamray.serve_bridge.options import deployment_options
 from beamray.serve_bridge.replica import BeamrayReplica
-from beamray.specs import EndpointSpec, TaskQueueSpec
+from beamray.specs import EndpointSpec, TaskQueueSpec, without_user_code
 
 GATEWAY_APP = "beamray-gateway"
 QUEUED_KINDS = ("taskqueue", "function", "schedule")  # run by the task service; the gateway enqueues their requests
@@ -45,8 +46,7 @@ def base_runtime_env(code_path: str | None) -> dict[str, Any]:
     env_vars = {"BEAMRAY_HOME": str(config.home()), "BEAMRAY_SECRETS": secrets.backend_locator(),
                 "BEAMRAY_STORE": store.locator(), "BEAMRAY_DROP_IN": "1", "BEAMRAY_HTTP_PORT": str(config.http_port()),
                 **storage.runtime_env_vars()}
-    runtime_env: dict[str, Any] = {"env_vars": env_vars,
-                                   "worker_process_setup_hook": "beamray.runtime.worker.setup_process"}
+    runtime_env: dict[str, Any] = {"env_vars": env_vars}
     if code_path:
         runtime_env["working_dir"] = code.ship(Path(code_path))
     return runtime_env
@@ -61,12 +61,23 @@ def ensure_serve() -> None:
     if gateway is not None and gateway.status == "RUNNING":
         return
     if applications is None:
+        if cluster.is_embedded() and not cluster.port_is_free(config.http_port()):
+            raise ClusterError(cluster.port_taken_message(config.http_port()))
         serve.start(http_options={"host": _http_host(), "port": config.http_port()},
                     logging_config={"enable_access_log": False, "log_level": "WARNING"})
     app = Gateway.options(ray_actor_options={"num_cpus": 0, "runtime_env": base_runtime_env(None)})
     serve.run(app.bind(), name=GATEWAY_APP, route_prefix="/")
     if applications is None:
-        restore()
+        _report_restore(*restore())
+
+
+def _report_restore(restored: list[DeploymentRecord], failures: list[RestoreFailure]) -> None:
+    """One line for each deployment a restore brought back or could not, on stderr (stdout stays the caller's)."""
+    for record in restored:
+        print(f"=> Restored {record.name} v{record.version}", file=sys.stderr)
+    for failure in failures:
+        print(f"=> Could not restore {failure.record.name} v{failure.record.version}: {failure.why} "
+              "(marked failed; see `beamray deployment list`)", file=sys.stderr)
 
 
 def _serve_running() -> bool:
@@ -150,7 +161,7 @@ def deploy(spec: EndpointSpec | TaskQueueSpec, code_root: str | os.PathLike[str]
     record.code_path = str(code.package(code_root or os.getcwd()))
     spec_blob = cloudpickle.dumps(spec)
     _run(spec, record, spec_blob)
-    registry.save(record, spec_blob)
+    registry.save(record, spec_blob, cloudpickle.dumps(without_user_code(spec)))
     if spec.kind == "schedule":  # Beam: a new version of a schedule disables the previous one
         for older in registry.records():
             if older.name == spec.name and older.kind == "schedule" and older.version < record.version:
@@ -199,21 +210,52 @@ def delete(identifier: str) -> list[DeploymentRecord]:
     return removed
 
 
-def restore() -> list[DeploymentRecord]:
-    """Redeploy every running record whose Serve application is missing (after a cluster restart)."""
+@dataclass
+class RestoreFailure:
+    """A deployment that a restore could not bring back; its record is marked ``failed`` with ``why``."""
+
+    record: DeploymentRecord
+    why: str
+
+
+def restore() -> tuple[list[DeploymentRecord], list[RestoreFailure]]:
+    """Redeploy every running (or earlier failed) record whose Serve application is missing.
+
+    Each record is restored on its own: one that cannot come back (its code archive is gone, its
+    resources are not on this cluster, its code fails to load) is marked ``failed`` and reported, and the
+    others are restored all the same. A failed record is tried again at the next restore.
+    """
     registry = Registry()
     present = serve.status().applications
-    restored = []
+    restored, failures = [], []
     for record in registry.records():
-        if record.status != "running" or record.kind not in ("endpoint", "asgi", "realtime", *QUEUED_KINDS):
+        if record.status not in ("running", "failed") or record.app_name in present:
             continue
-        if record.app_name in present:
+        try:
+            _run(_launch_spec(registry, record), record, registry.spec_blob(record) or b"")
+        except Exception as exc:  # any failure is this record's own: report it, go on with the rest
+            why = _one_line(exc)
+            registry.save(replace(record, status="failed", error=why))
+            failures.append(RestoreFailure(record, why))
             continue
-        spec_blob = registry.spec_blob(record)
-        if spec_blob is None or not Path(record.code_path).exists():
-            continue
-        from beamray.serve_bridge.replica import load_spec
-
-        _run(load_spec(spec_blob), record, spec_blob)
+        if record.status == "failed":
+            record = replace(record, status="running", error="")
+            registry.save(record)
         restored.append(record)
-    return restored
+    return restored, failures
+
+
+def _one_line(exc: BaseException) -> str:
+    """What went wrong, in one line: the message's first line and, for a traceback, its last."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+
+
+def _launch_spec(registry: Registry, record: DeploymentRecord) -> Any:
+    """The record's spec without user code; a restore never imports the user's module in this process."""
+    if not record.code_path or not Path(record.code_path).exists():
+        raise DeployError(f"its code archive {record.code_path or '(none)'} is gone; deploy it again")
+    launch_blob = registry.launch_blob(record)
+    if launch_blob is None or registry.spec_blob(record) is None:
+        raise DeployError("its stored spec is missing; deploy it again")
+    return cloudpickle.loads(launch_blob)

@@ -11,48 +11,16 @@ import hmac
 import inspect
 import os
 import sys
-import threading
 from typing import Any, Callable
 
-import cloudpickle
 from ray import serve
 
 from beamray.context import FunctionContext
 from beamray.runtime import mounts
+from beamray.runtime.container import load_user_code, run_hook
 from beamray.serve_bridge import http_app
 from beamray.serve_bridge.options import concurrency
 from beamray.specs import EndpointSpec
-
-
-def load_spec(spec_blob: bytes) -> Any:
-    """Unpickle a spec; importing the user's module here counts as Beam's "importing user code"."""
-    os.environ["BETA9_IMPORTING_USER_CODE"] = "true"
-    try:
-        return cloudpickle.loads(spec_blob)
-    finally:
-        os.environ.pop("BETA9_IMPORTING_USER_CODE", None)
-
-
-def run_hook(hook: Callable[[], Any] | None) -> Any:
-    """Run ``on_start`` (awaited when async, in its own loop: the replica's loop may be running)."""
-    if hook is None:
-        return None
-    if not inspect.iscoroutinefunction(hook):
-        return hook()
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = asyncio.run(hook())
-        except BaseException as exc:  # re-raised in the constructor's thread
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=run, name="beamray-on-start")
-    worker.start()
-    worker.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 def bearer_check(token: str) -> Callable[[str | None], bool]:
@@ -81,7 +49,7 @@ class BeamrayReplica:
     def __init__(self, spec_blob: bytes, record: dict[str, Any]) -> None:
         from beamray import config
 
-        spec: EndpointSpec = load_spec(spec_blob)
+        spec: EndpointSpec = load_user_code(spec_blob, record["handler"])
         os.environ.update(container_environment(spec.kind, record, spec))
         self._mounts = mounts.process_mounts(spec.runtime.volumes)
         on_start_value = run_hook(spec.serving.on_start)

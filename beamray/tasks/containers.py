@@ -91,4 +91,4 @@ class ContainerPool:
         if container_id is None:
             container_id = f"{self.config['kind']}-{self.config['stub_id'][:8]}-{uuid.uuid4().hex[:8]}"
         self.members[container_id] += 1
-        return Worker(self._actor.remote(self.spec_ref, container_id), container_id)
+        return Worker(self._actor.remote(self.spec_ref, self.config["handler"], container_id), container_id)

@@ -15,16 +15,15 @@ from typing import Any
 import ray
 
 from beamray.context import FunctionContext, wants_context
+from beamray.runtime.container import load_user_code, run_hook
 from beamray.runtime.worker import task_environment
 from beamray.tasks.records import encode_result
 
 
 @ray.remote(max_restarts=0, max_task_retries=0)
 class TaskWorker:
-    def __init__(self, spec_blob: bytes, container_id: str) -> None:
-        from beamray.serve_bridge.replica import load_spec, run_hook
-
-        self.spec = load_spec(spec_blob)
+    def __init__(self, spec_blob: bytes, handler: str, container_id: str) -> None:
+        self.spec = load_user_code(spec_blob, handler)
         self.container_id = container_id
         self.wants_context = wants_context(self.spec.func)  # inspect.signature once, not per task
         runtime = self.spec.runtime

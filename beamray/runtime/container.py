@@ -1,0 +1,81 @@
+"""One Beam container: a deployment's own shipped code, loaded in isolation.
+
+Serve replicas and task-queue workers load the user's code through here, so each imports exactly the
+files of its own deployment, as a Beam container does:
+
+- ``beam`` / ``beta9`` resolve to beamray (programs are written ``from beam import …``);
+- the deployment's code directory (its ``working_dir``, where Ray starts the process) comes first on
+  ``sys.path``, and the handler's own folder next (``sub/app.py`` deployed from a parent folder);
+- folders that another driver put on the path are removed: Ray adds the cwd of the driver that created
+  a job to every worker of that job, and the Serve controller and the task service belong to whichever
+  driver started them first, so without this a project's ``app.py`` would import another project's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import sys
+import threading
+from typing import Any, Callable
+
+import cloudpickle
+
+from beamray import drop_in
+
+
+def _job_driver_paths() -> list[str]:
+    """The folders Ray put on this worker's path for its job's driver (empty outside a Ray worker)."""
+    try:
+        import ray._private.worker as ray_worker
+
+        return list(ray_worker.global_worker.core_worker.get_job_config().py_driver_sys_path)
+    except Exception:  # not a Ray worker, or a Ray without this field: nothing was added
+        return []
+
+
+def isolate_imports(code_dir: str, handler: str) -> None:
+    """Make ``code_dir`` (and the handler's package folder in it) the only user folders on the path."""
+    package = handler.partition(":")[0].rpartition(".")[0]
+    own = [code_dir] + ([os.path.join(code_dir, *package.split("."))] if package else [])
+    foreign = {os.path.realpath(path) for path in _job_driver_paths()} - {os.path.realpath(code_dir)}
+    kept = [path for path in sys.path if path not in own and os.path.realpath(path or ".") not in foreign]
+    sys.path[:] = own + kept
+
+
+def load_user_code(blob: bytes, handler: str, code_dir: str | None = None) -> Any:
+    """Unpickle a spec in this container; importing the user's module counts as Beam's "importing user code".
+
+    ``code_dir`` defaults to the working directory, which is the deployment's shipped code in replicas and
+    task workers.
+    """
+    drop_in.install()
+    isolate_imports(code_dir or os.getcwd(), handler)
+    os.environ["BETA9_IMPORTING_USER_CODE"] = "true"
+    try:
+        return cloudpickle.loads(blob)
+    finally:
+        os.environ.pop("BETA9_IMPORTING_USER_CODE", None)
+
+
+def run_hook(hook: Callable[[], Any] | None) -> Any:
+    """Run ``on_start`` (awaited when async, in its own loop: the replica's loop may be running)."""
+    if hook is None:
+        return None
+    if not inspect.iscoroutinefunction(hook):
+        return hook()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = asyncio.run(hook())
+        except BaseException as exc:  # re-raised in the constructor's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="beamray-on-start")
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
