@@ -1,7 +1,7 @@
 """Let unchanged Beam programs import ``beam`` / ``beta9``: both names resolve to beamray.
 
-Installed by ``beamray run`` in the driver, and in a worker before it unpickles that program's handler
-(Serve replicas: through their setup hook), so user modules imported remotely find ``beam`` too. A real
+Installed by ``beamray run`` / ``deploy`` / ``serve`` in the driver, and by ``runtime/container.py`` in
+every worker before it unpickles user code, so user modules imported remotely find ``beam`` too. A real
 ``beam-client`` installed beside beamray is shadowed only inside those processes.
 """
 

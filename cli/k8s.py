@@ -41,7 +41,6 @@ def _load_app(target: str) -> list[Any]:
         if not file.endswith(".py") or not os.path.isfile(file):
             raise click.BadParameter(f"{target!r} is not an existing FILE.py (or FILE.py:HANDLER)", param_hint="APP")
     root, module_name = module_root_and_name(file)
-    os.environ["BEAMRAY_DROP_IN"] = "1"
     drop_in.install()
     if root not in sys.path:
         sys.path.insert(0, root)

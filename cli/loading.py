@@ -33,7 +33,6 @@ def load_handler(target: str) -> tuple[Any, str]:
 
     file, attribute = split_target(target)
     root, module_name = module_root_and_name(file)
-    os.environ["BEAMRAY_DROP_IN"] = "1"
     drop_in.install()
     # The code root first, then the file's own folder (its sibling modules), as the container sets it up.
     for folder in (os.path.dirname(os.path.abspath(file)), root):

@@ -18,7 +18,6 @@ def run(file: str, args: tuple[str, ...]) -> None:
     """Run FILE as ``__main__`` with ``import beam`` / ``beta9`` resolving to beamray."""
     from beamray import drop_in
 
-    os.environ["BEAMRAY_DROP_IN"] = "1"
     drop_in.install()
     path = os.path.abspath(file)
     sys.argv = [path, *args]

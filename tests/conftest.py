@@ -17,6 +17,22 @@ from pathlib import Path
 import pytest
 
 
+_CONFORMANCE = Path(__file__).parent / "conformance"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The conformance package runs first, its own fresh-machine cluster stopped before the suite's starts
+    (one embedded cluster at a time); in it, the first-run tests first and the restarts last."""
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        path = Path(str(item.fspath))
+        if _CONFORMANCE not in path.parents:
+            return (1, 0)
+        return (0, {"test_first_run.py": 0, "test_restarts.py": 2}.get(path.name, 1))
+
+    items.sort(key=order)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

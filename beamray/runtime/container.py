@@ -1,6 +1,6 @@
 """One Beam container: a deployment's own shipped code, loaded in isolation.
 
-Serve replicas and task-queue workers load the user's code through here, so each imports exactly the
+Serve replicas, task-queue workers and function tasks load the user's code through here, so each imports exactly the
 files of its own deployment, as a Beam container does:
 
 - ``beam`` / ``beta9`` resolve to beamray (programs are written ``from beam import …``);
@@ -44,14 +44,27 @@ def isolate_imports(code_dir: str, handler: str) -> None:
     sys.path[:] = own + kept
 
 
-def load_user_code(blob: bytes, handler: str, code_dir: str | None = None) -> Any:
-    """Unpickle a spec in this container; importing the user's module counts as Beam's "importing user code".
+def _shipped_code_dir() -> str | None:
+    """The deployment's code: the working directory when this worker runs with a ``working_dir``."""
+    try:
+        import ray
 
-    ``code_dir`` defaults to the working directory, which is the deployment's shipped code in replicas and
-    task workers.
+        return os.getcwd() if ray.get_runtime_context().runtime_env.get("working_dir") else None
+    except Exception:  # not in a Ray worker
+        return None
+
+
+def load_user_code(blob: bytes, handler: str) -> Any:
+    """Unpickle a spec or handler here; importing the user's module counts as Beam's "importing user code".
+
+    Replicas and task workers always run in their deployment's shipped code; a function task does when
+    its caller had some (a replica calling ``.remote()``), and otherwise imports from its job's driver
+    folders, which are then its own.
     """
     drop_in.install()
-    isolate_imports(code_dir or os.getcwd(), handler)
+    code_dir = _shipped_code_dir()
+    if code_dir is not None:
+        isolate_imports(code_dir, handler)
     os.environ["BETA9_IMPORTING_USER_CODE"] = "true"
     try:
         return cloudpickle.loads(blob)

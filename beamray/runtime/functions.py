@@ -17,6 +17,7 @@ from beamray import cluster
 from beamray.context import FunctionContext, wants_context
 from beamray.exceptions import RemoteExecutionError
 from beamray.runtime import resources as resource_options
+from beamray.runtime.container import load_user_code
 from beamray.runtime.image import image_runtime_env
 from beamray.runtime.worker import FunctionTimeoutError, RetryableTaskError, deadline, task_environment
 from beamray.specs import FunctionSpec
@@ -41,25 +42,21 @@ def _attempts_so_far(task_id: str) -> int:
     return count
 
 
-def _handler_loader(func: Callable[..., Any]) -> Callable[[], Callable[..., Any]]:
-    """Unpickle the handler inside the worker only after ``beam`` resolves there.
+def _handler_loader(func: Callable[..., Any], handler_name: str) -> Callable[[], Callable[..., Any]]:
+    """Unpickle the handler inside the worker on first use, through the container loader.
 
     A program run by ``beamray run`` imports ``beam``; its handler (and the modules it pulls in) can only
-    be unpickled once the alias is installed, which this does instead of a job-wide setup hook (a job
-    with a runtime env cannot use the workers Ray keeps warm).
+    be unpickled once the alias is installed, which the loader does instead of a job-wide setup hook (a
+    job with a runtime env cannot use the workers Ray keeps warm).
     """
     import cloudpickle
 
-    payload, drop_in = cloudpickle.dumps(func), os.environ.get("BEAMRAY_DROP_IN") == "1"
+    payload = cloudpickle.dumps(func)
     loaded: list[Callable[..., Any]] = []
 
     def handler() -> Callable[..., Any]:
         if not loaded:
-            if drop_in:
-                from beamray import drop_in as beam_alias
-
-                beam_alias.install()
-            loaded.append(cloudpickle.loads(payload))
+            loaded.append(load_user_code(payload, handler_name))
         return loaded[0]
 
     return handler
@@ -67,7 +64,7 @@ def _handler_loader(func: Callable[..., Any]) -> Callable[[], Callable[..., Any]
 
 def _make_task_body(spec: FunctionSpec) -> Callable[..., Any]:
     """The function Ray runs: Beam's container environment around the user's handler."""
-    handler, name, runtime = _handler_loader(spec.func), spec.handler, spec.runtime
+    handler, name, runtime = _handler_loader(spec.func, spec.handler), spec.handler, spec.runtime
     inject_context, timeout, retry_for, retries = wants_context(spec.func), spec.timeout, spec.retry_for, spec.retries
     default_callback, function_stub_id = spec.callback_url, stub_id(spec)
 

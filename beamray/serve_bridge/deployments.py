@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def _http_host() -> str:
 def base_runtime_env(code_path: str | None) -> dict[str, Any]:
     """Where replicas find beamray's stores and the user's code; locators only, never secret values."""
     env_vars = {"BEAMRAY_HOME": str(config.home()), "BEAMRAY_SECRETS": secrets.backend_locator(),
-                "BEAMRAY_STORE": store.locator(), "BEAMRAY_DROP_IN": "1", "BEAMRAY_HTTP_PORT": str(config.http_port()),
+                "BEAMRAY_STORE": store.locator(), "BEAMRAY_HTTP_PORT": str(config.http_port()),
                 **storage.runtime_env_vars()}
     runtime_env: dict[str, Any] = {"env_vars": env_vars}
     if code_path:
@@ -88,7 +89,7 @@ def _serve_running() -> bool:
     return True
 
 
-def _runtime(spec: Any, record: DeploymentRecord) -> tuple[str, dict[str, Any]]:
+def _runtime(spec: Any, record: DeploymentRecord) -> dict[str, Any]:
     """Ray options for the spec's containers (feasibility checked), with code, stores and image."""
     what = f"{spec.kind.capitalize()} {spec.name}"
     actor_options = resources.resolve(spec.resources, what)
@@ -97,22 +98,34 @@ def _runtime(spec: Any, record: DeploymentRecord) -> tuple[str, dict[str, Any]]:
     runtime_env["env_vars"].update(image_env.pop("env_vars", {}))
     runtime_env.update(image_env)
     actor_options["runtime_env"] = runtime_env
-    return what, actor_options
+    return actor_options
+
+
+def _launch(spec: Any, record: DeploymentRecord, spec_blob: bytes) -> Any:
+    """Register a queued kind with the task service (returns None), or build the Serve app of a web kind."""
+    actor_options = _runtime(spec, record)
+    if spec.kind in QUEUED_KINDS:
+        _register_queue(spec, record, spec_blob, actor_options)
+        return None
+    options = deployment_options(spec.serving, actor_options)
+    return BeamrayReplica.options(name=spec.name, **options).bind(spec_blob, vars(record))
 
 
 def _run(spec: Any, record: DeploymentRecord, spec_blob: bytes) -> None:
-    what, actor_options = _runtime(spec, record)
-    if spec.kind in QUEUED_KINDS:
-        _register_queue(spec, record, spec_blob, actor_options)
+    application = _launch(spec, record, spec_blob)
+    if application is None:
         return
-    options = deployment_options(spec.serving, actor_options)
-    application = BeamrayReplica.options(name=spec.name, **options).bind(spec_blob, vars(record))
     try:
         serve.run(application, name=record.app_name, route_prefix=record.route_prefix)
     except RuntimeError as exc:
-        details = _failure_details(record.app_name) or str(exc)
-        serve.delete(record.app_name)  # a failed app would linger and keep restarting replicas
-        raise DeployError(f"{what} v{record.version} failed to start:\n{details}") from exc
+        raise _start_failure(record, str(exc)) from exc
+
+
+def _start_failure(record: DeploymentRecord, fallback: str) -> DeployError:
+    """The app's failure with the replica's traceback; the app is deleted (it would keep restarting replicas)."""
+    details = _failure_details(record.app_name) or fallback
+    serve.delete(record.app_name)
+    return DeployError(f"{record.kind.capitalize()} {record.name} v{record.version} failed to start:\n{details}")
 
 
 def _register_queue(spec: TaskQueueSpec, record: DeploymentRecord, spec_blob: bytes,
@@ -218,31 +231,64 @@ class RestoreFailure:
     why: str
 
 
-def restore() -> tuple[list[DeploymentRecord], list[RestoreFailure]]:
+def restore(timeout: float = 300.0) -> tuple[list[DeploymentRecord], list[RestoreFailure]]:
     """Redeploy every running (or earlier failed) record whose Serve application is missing.
 
     Each record is restored on its own: one that cannot come back (its code archive is gone, its
     resources are not on this cluster, its code fails to load) is marked ``failed`` and reported, and the
-    others are restored all the same. A failed record is tried again at the next restore.
+    others are restored all the same. Web apps start together and are waited for together. A failed
+    record is tried again at the next restore.
     """
     registry = Registry()
     present = serve.status().applications
-    restored, failures = [], []
+    restored: list[DeploymentRecord] = []
+    failures: list[RestoreFailure] = []
+    starting: dict[str, tuple[DeploymentRecord, Any]] = {}
     for record in registry.records():
         if record.status not in ("running", "failed") or record.app_name in present:
             continue
         try:
-            _run(_launch_spec(registry, record), record, registry.spec_blob(record) or b"")
+            application = _launch(_launch_spec(registry, record), record, registry.spec_blob(record) or b"")
         except Exception as exc:  # any failure is this record's own: report it, go on with the rest
-            why = _one_line(exc)
-            registry.save(replace(record, status="failed", error=why))
-            failures.append(RestoreFailure(record, why))
+            failures.append(RestoreFailure(record, _one_line(exc)))
             continue
+        if application is None:
+            restored.append(record)
+        else:
+            starting[record.app_name] = (record, application)
+    if starting:
+        serve.run_many([serve.RunTarget(application, name=name, route_prefix=record.route_prefix)
+                        for name, (record, application) in starting.items()], wait_for_applications_running=False)
+        for name, error in _wait_started(list(starting), timeout).items():
+            record = starting[name][0]
+            if error is None:
+                restored.append(record)
+            else:
+                failures.append(RestoreFailure(record, _one_line(_start_failure(record, error))))
+    for record in restored:
         if record.status == "failed":
-            record = replace(record, status="running", error="")
-            registry.save(record)
-        restored.append(record)
-    return restored, failures
+            registry.save(replace(record, status="running", error=""))
+    for failure in failures:
+        registry.save(replace(failure.record, status="failed", error=failure.why))
+    return sorted(restored, key=lambda r: r.app_name), sorted(failures, key=lambda f: f.record.app_name)
+
+
+def _wait_started(app_names: list[str], timeout: float) -> dict[str, str | None]:
+    """Each app's outcome once it runs (None) or failed (why); apps still starting at ``timeout`` fail."""
+    outcomes: dict[str, str | None] = {}
+    deadline = time.monotonic() + timeout
+    while len(outcomes) < len(app_names) and time.monotonic() < deadline:
+        applications = serve.status().applications
+        for name in app_names:
+            status = applications.get(name)
+            if name in outcomes or status is None:
+                continue
+            if status.status == "RUNNING":
+                outcomes[name] = None
+            elif status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                outcomes[name] = status.message or status.status
+        time.sleep(0.25)
+    return {name: outcomes.get(name, f"not running after {timeout:g}s") for name in app_names}
 
 
 def _one_line(exc: BaseException) -> str:

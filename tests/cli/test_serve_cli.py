@@ -160,7 +160,6 @@ def test_a_bad_target_is_a_usage_error(target: str) -> None:
 
 def test_a_non_web_object_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
-    monkeypatch.delenv("BEAMRAY_DROP_IN", raising=False)  # loading sets it; restored afterwards
     result = CliRunner().invoke(serve, ["tests/apps/serve_app.py:helper"])
     assert result.exit_code == 2
     assert "is not a web endpoint (@endpoint, @asgi or @realtime)" in result.output

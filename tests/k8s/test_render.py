@@ -32,9 +32,8 @@ GIB = 2**30
 
 @pytest.fixture(autouse=True)
 def _repo_cwd(monkeypatch):
-    """Import the app as Beam's CLI would (module path relative to the repo); restore the drop-in flag."""
+    """Import the app as Beam's CLI would (module path relative to the repo)."""
     monkeypatch.chdir(REPO)
-    monkeypatch.setenv("BEAMRAY_DROP_IN", "0")
 
 
 @pytest.fixture(scope="module")
