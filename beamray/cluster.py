@@ -67,13 +67,19 @@ def _state_path() -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A killed head whose parent is gone can stay a zombie where nothing reaps
+    orphans (a container's init): that counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): the signal said it exists
+    return state not in ("Z", "X")
 
 
 def embedded_state() -> dict[str, Any] | None:

@@ -93,11 +93,15 @@ class Registry:
         self.store.delete(_key(record.name, record.version))
 
     def find(self, identifier: str) -> list[DeploymentRecord]:
-        """Records matching a deployment id, stub id, ``name`` (all versions) or ``name:vN`` / ``name/vN``."""
+        """Records matching a deployment id (or a unique prefix of one, as listed), stub id, ``name`` (all
+        versions) or ``name:vN`` / ``name/vN``."""
         records = self.records()
         exact = [r for r in records if identifier in (r.deployment_id, r.stub_id, r.app_name)]
         if exact:
             return exact
+        by_prefix = [r for r in records if len(identifier) >= 6 and r.deployment_id.startswith(identifier)]
+        if len({r.deployment_id for r in by_prefix}) == 1:  # the short id `deployment list` shows
+            return by_prefix
         for separator in (":v", "/v"):
             name, _, version = identifier.rpartition(separator)
             if name and version.isdigit():

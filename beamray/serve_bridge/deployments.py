@@ -142,7 +142,7 @@ def _register_queue(spec: TaskQueueSpec, record: DeploymentRecord, spec_blob: by
         "max_pending_tasks": serving.max_pending_tasks, "workers": serving.workers,
         "min_containers": serving.min_containers, "max_containers": serving.max_containers,
         "tasks_per_container": serving.tasks_per_container, "keep_warm_seconds": serving.keep_warm_seconds,
-        "schedule": spec.schedule,
+        "schedule": spec.schedule, "created_at": record.created_at,
         "public_config": {"handler": spec.handler, "workers": serving.workers, "timeout": spec.timeout,
                           "max_pending_tasks": serving.max_pending_tasks, "callback_url": spec.callback_url,
                           "keep_warm_seconds": serving.keep_warm_seconds, "authorized": serving.authorized,

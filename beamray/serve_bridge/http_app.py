@@ -308,8 +308,10 @@ class _Bridge:
         concurrency: int,
         timeout: float | None,
         max_body_bytes: int,
+        callback_url: str = "",
     ) -> None:
         self._kind = kind
+        self._callback_url = callback_url
         self._handler = handler
         self._make_context = make_context
         self._authorize = authorize
@@ -329,6 +331,14 @@ class _Bridge:
             self._event_arg = _event_argument(handler)
 
     # ---- plumbing -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _callback(url: str | None, task_id: str, status: str, data: Any) -> None:
+        """Send Beam's signed task callback in the background: it must never delay or fail the response."""
+        if url:
+            from beamray import callbacks
+
+            asyncio.get_running_loop().run_in_executor(None, callbacks.send, url, task_id, status, data)
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._pool_ is None:
@@ -520,19 +530,26 @@ class _Bridge:
         except _TimedOut:
             await _send_error(send, 504, self._timeout_message(), echo)
             return
+        # Beam's endpoint runner leaves a request-level callback_url in the handler's kwargs.
+        callback_url = kwargs.get("callback_url") if isinstance(kwargs.get("callback_url"), str) else None
+        callback_url = callback_url or self._callback_url
         try:
             try:
                 if self._wants_context:
                     kwargs["context"] = self._make_context(task_id)
                 result = await self._call(functools.partial(self._handler, *args, **kwargs), slot, deadline)
             except _TimedOut:
+                self._callback(callback_url, task_id, "TIMEOUT", {})
                 await _send_error(send, 504, self._timeout_message(), echo)
                 return
             except Exception:
                 error = traceback.format_exc()
                 logger.error("handler failed (task %s)\n%s", task_id, error)
+                self._callback(callback_url, task_id, "ERROR", {})
                 await _send_error(send, 500, error, echo)
                 return
+            if not isinstance(result, Response) and not inspect.isgenerator(result) and not inspect.isasyncgen(result):
+                self._callback(callback_url, task_id, "COMPLETE", result)
 
             if isinstance(result, Response):
                 await result(scope, receive, send)
@@ -843,6 +860,7 @@ def build_app(
     concurrency: int = 1,
     timeout: float | None = 180.0,
     max_body_bytes: int = 16 * 2**20,
+    callback_url: str = "",
 ) -> ASGIApp:
     """Build the ASGI app one replica serves for an endpoint, asgi or realtime deployment.
 
@@ -850,7 +868,8 @@ def build_app(
     ``make_context(task_id)`` builds the ``context`` passed to handlers that name it. ``authorize`` gets the
     raw ``Authorization`` header (``None`` when absent) and says whether to serve; ``None`` means public.
     ``concurrency`` caps handler calls at once (workers × concurrent_requests); ``timeout`` (seconds,
-    ``None`` for none) bounds each request; bodies over ``max_body_bytes`` get 413.
+    ``None`` for none) bounds each request; bodies over ``max_body_bytes`` get 413. An endpoint call ends
+    with Beam's signed callback to ``callback_url`` (or the request's own ``callback_url`` kwarg).
     """
     if kind not in KINDS:
         raise ValueError(f"build_app serves {', '.join(KINDS)}, not {kind!r}")
@@ -860,4 +879,4 @@ def build_app(
         raise TypeError("Invalid ASGI app returned from handler")
     if kind != "asgi" and not callable(handler):
         raise TypeError(f"{kind} handler must be callable, got {type(handler).__name__}")
-    return _Bridge(kind, handler, make_context, authorize, concurrency, timeout, max_body_bytes)
+    return _Bridge(kind, handler, make_context, authorize, concurrency, timeout, max_body_bytes, callback_url)

@@ -70,7 +70,8 @@ class BeamrayReplica:
             handler = spec.func(make_context(None)) if accepts_context else spec.func()
         authorize = bearer_check(config.gateway_token()) if spec.serving.authorized else None
         self._app = http_app.build_app(spec.kind, handler, make_context=make_context, authorize=authorize,
-                                       concurrency=concurrency(spec.serving), timeout=spec.timeout)
+                                       concurrency=concurrency(spec.serving), timeout=spec.timeout,
+                                       callback_url=spec.callback_url)
 
     def __serve_build_asgi_app__(self) -> Any:
         return self._app

@@ -443,5 +443,7 @@ class TaskService:
             "attempts": record.attempts,
             "stub": {"id": record.stub_id, "name": f"{config.get('kind', 'taskqueue')}/{record.name}",
                      "type": f"{config.get('kind', 'taskqueue')}/deployment",
-                     "config": config.get("public_config", {})},
+                     "config": config.get("public_config", {}), "config_version": 0, "object_id": 0,
+                     "created_at": records.iso(config.get("created_at")),
+                     "updated_at": records.iso(config.get("created_at"))},
         }
