@@ -253,7 +253,10 @@ def start_embedded(
         if memory_mib:
             command.append(f"--memory={int(memory_mib * 2**20)}")
         env = dict(os.environ)
-        env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
+        # `cluster down` stops everything: Ray 2.60 would first drain the node for 30 s, which never ends
+        # early here (the detached gateway, Serve controller and task service keep it busy).
+        env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
+                   RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
         env.setdefault("RAY_AUTH_MODE", "token")
         if env["RAY_AUTH_MODE"] == "token":
             ensure_ray_token()

@@ -8,6 +8,8 @@ import json
 import os
 import signal
 
+import pytest
+
 from tests.conformance.conftest import User, wait_for
 
 
@@ -23,11 +25,17 @@ def _task(user: User, task_id: str) -> dict:
 
 
 def _all_complete(user: User, task_ids: list[str]) -> list[dict]:
-    def done() -> list[dict] | None:
-        tasks = [_task(user, task_id) for task_id in task_ids]
-        return tasks if all(task["status"] == "COMPLETE" for task in tasks) else None
+    seen: list[dict] = []
 
-    return wait_for(done, timeout=120, interval=1, what=f"tasks {task_ids} to complete")
+    def done() -> list[dict] | None:
+        seen[:] = [_task(user, task_id) for task_id in task_ids]
+        return seen if all(task["status"] == "COMPLETE" for task in seen) else None
+
+    try:
+        return wait_for(done, timeout=120, interval=1, what="the tasks to complete")
+    except pytest.fail.Exception:
+        details = [(task["id"], task["status"], task["attempts"], task["error"]) for task in seen]
+        pytest.fail(f"tasks did not all complete: {details}")
 
 
 def test_cluster_down_and_up_brings_back_every_deployment_it_can(user: User) -> None:
