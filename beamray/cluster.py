@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from beamray import config
+from beamray import config, locations
 from beamray.exceptions import ClusterError
 
 NAMESPACE = "beamray"
@@ -261,7 +261,7 @@ def start_embedded(
         if env["RAY_AUTH_MODE"] == "token":
             ensure_ray_token()
         env.pop("RAY_ADDRESS", None)
-        settings = worker_settings()
+        settings = locations.worker_settings()
         env.update(settings)
         haproxy = _haproxy_environment(ports) if ingress == "haproxy" else {}
         env.update(haproxy)
@@ -338,10 +338,6 @@ def gateway_url() -> str:
     return os.environ.get("BEAMRAY_GATEWAY_URL", "").rstrip("/") or f"http://127.0.0.1:{config.http_port()}"
 
 
-def is_embedded() -> bool:
-    return config.configured_address() is None
-
-
 def info(with_resources: bool = True) -> ClusterInfo:
     """The cluster's state without starting it."""
     address = config.configured_address()
@@ -360,11 +356,15 @@ def info(with_resources: bool = True) -> ClusterInfo:
         import ray
 
         result.resources = {k: v for k, v in ray.cluster_resources().items() if not k.startswith("node:")}
-        result.dashboard_url = result.dashboard_url or _dashboard_url()
+        result.dashboard_url = result.dashboard_url or dashboard_url()
     return result
 
 
-def _dashboard_url() -> str | None:
+def dashboard_url() -> str | None:
+    """The Ray dashboard of the cluster this process is connected to (the embedded head's, when it runs)."""
+    state = embedded_state() if locations.is_embedded() else None
+    if state:
+        return state["dashboard_url"]
     from ray._private.worker import get_dashboard_url
 
     url = get_dashboard_url()
@@ -404,21 +404,13 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
         ) from exc
 
 
-def worker_settings() -> dict[str, str]:
-    """What a task's process needs to find beamray's stores: this driver's home, secrets and storage."""
-    from beamray import secrets, storage
-
-    return {"BEAMRAY_HOME": str(config.home()), "BEAMRAY_SECRETS": secrets.backend_locator(),
-            **storage.runtime_env_vars()}
-
-
 def job_runtime_env(embedded_head: dict[str, Any] | None) -> dict[str, Any] | None:
     """The runtime env of this driver's job, or None when the workers' own environment already fits.
 
-    The embedded head starts its workers with :func:`worker_settings`; a job without a runtime env can
+    The embedded head starts its workers with ``locations.worker_settings()``; a job without a runtime env can
     use the workers Ray keeps warm, which saves a worker start (~0.35 s) on the first call.
     """
-    settings = worker_settings()
+    settings = locations.worker_settings()
     if embedded_head is not None:
         return None if embedded_head.get("worker_settings") == settings else {"env_vars": settings}
     submitted = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")

@@ -1,15 +1,14 @@
 """Where beamray keeps its state and which cluster it talks to.
 
 Everything is read when asked for, never at import: ``BEAMRAY_HOME`` (default ``~/.beamray``) holds
-``config.json`` (``beamray config set``), the gateway ``token``, the embedded cluster's ``cluster.json``
-and the local stores.
+``config.json`` (``beamray config set``), the embedded cluster's ``cluster.json`` and the local stores
+(``locations.py`` says which).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets as _secrets
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +78,6 @@ def http_port() -> int:
         return int(json.loads((home() / "cluster.json").read_text())["http_port"])
     except (OSError, ValueError, KeyError, TypeError):
         return DEFAULT_HTTP_PORT
-
-
-def gateway_token() -> str:
-    """The gateway's bearer token: ``BEAMRAY_TOKEN``, else one generated once beside the cluster's secrets."""
-    if os.environ.get("BEAMRAY_TOKEN"):
-        return os.environ["BEAMRAY_TOKEN"]
-    from beamray import secrets
-
-    return secrets.private_value("token", lambda: _secrets.token_urlsafe(48))
 
 
 def write_private(path: Path, text: str) -> None:

@@ -8,6 +8,7 @@ Beam's own names are kept so that existing ``except`` clauses keep working; ours
     ├── ImageBuildError               (Beam, a RuntimeError) an Image cannot be honoured here
     └── BeamrayError                  anything beamray itself reports
         ├── ClusterError              no cluster, cannot start / reach one
+        ├── DeployError               a deployment did not become healthy (its traceback in the message)
         ├── InfeasibleResourcesError  no node can ever satisfy a resource request
         ├── SecretNotFoundError       a secret named by a decorator or CLI is missing
         └── UnsupportedFeatureError   a Beam feature beamray does not implement
@@ -39,6 +40,10 @@ class BeamrayError(Exception):
 
 class ClusterError(BeamrayError):
     """The Ray cluster cannot be started, reached or used."""
+
+
+class DeployError(BeamrayError):
+    """A deployment did not become healthy (e.g. its ``on_start`` raised); the message has the traceback."""
 
 
 class InfeasibleResourcesError(BeamrayError):

@@ -17,11 +17,13 @@ import fcntl
 import json
 import os
 import re
+import secrets as _random_token
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from beamray import locations
 from beamray.exceptions import SecretNotFoundError
 
 _KV_NAMESPACE = "beamray_secrets"
@@ -35,13 +37,6 @@ class SecretRecord:
     value: str
     created_at: float
     updated_at: float
-
-
-def backend_locator() -> str:
-    """Which store this driver's cluster uses, as a string a worker can open."""
-    from beamray import cluster, config
-
-    return f"file:{config.home() / 'secrets.json'}" if cluster.is_embedded() else "kv"
 
 
 def validate_name(name: str) -> str:
@@ -191,8 +186,15 @@ class _KVBackend:
         return raw.decode()
 
 
+def gateway_token() -> str:
+    """The gateway's bearer token: ``BEAMRAY_TOKEN``, else one generated once beside the cluster's secrets."""
+    if os.environ.get("BEAMRAY_TOKEN"):
+        return os.environ["BEAMRAY_TOKEN"]
+    return private_value("token", lambda: _random_token.token_urlsafe(48))
+
+
 def _backend(locator: str | None = None) -> _FileBackend | _KVBackend:
-    locator = locator or os.environ.get("BEAMRAY_SECRETS") or backend_locator()
+    locator = locator or os.environ.get("BEAMRAY_SECRETS") or locations.secrets_locator()
     if locator.startswith("file:"):
         return _FileBackend(Path(locator[len("file:"):]))
     from beamray import cluster

@@ -6,7 +6,23 @@ Specs import no Ray and hold parsed values only; change one with ``dataclasses.r
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import Any, Callable
+
+
+class Kind(str, Enum):
+    """What a deployment is; a ``str``, so ``"endpoint" == Kind.ENDPOINT`` and records keep plain strings."""
+
+    ENDPOINT = "endpoint"
+    ASGI = "asgi"
+    REALTIME = "realtime"
+    TASKQUEUE = "taskqueue"
+    FUNCTION = "function"  # a deployed @function: POST /function/NAME enqueues a task
+    SCHEDULE = "schedule"
+
+
+WEB_KINDS = frozenset({Kind.ENDPOINT, Kind.ASGI, Kind.REALTIME})  # Serve applications
+QUEUED_KINDS = frozenset({Kind.TASKQUEUE, Kind.FUNCTION, Kind.SCHEDULE})  # queues of the task service
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 from urllib.parse import urlparse
 
+from beamray import locations
+
 TMP_SUFFIX = ".beamray-tmp"
 
 
@@ -359,18 +361,12 @@ def s3_client(*, endpoint_url: str | None = None, region: str | None = None, acc
                           **credentials)
 
 
-def storage_url() -> str:
-    from beamray import config
-
-    return os.environ.get("BEAMRAY_STORAGE_URL") or str(config.home() / "storage")
-
-
 _cache: dict[tuple[str, ...], Storage] = {}
 
 
 def get_storage() -> Storage:
     """The backend ``BEAMRAY_STORAGE_URL`` names (one client per URL and endpoint, per process)."""
-    url = storage_url()
+    url = locations.storage_url()
     cache_key = (url, os.environ.get("BEAMRAY_S3_ENDPOINT_URL", ""), os.environ.get("AWS_ACCESS_KEY_ID", ""))
     if cache_key not in _cache:
         _cache[cache_key] = open_storage(url)
@@ -388,15 +384,6 @@ def open_storage(url: str) -> Storage:
     if parsed.scheme and len(parsed.scheme) > 1:  # "C:" style drive letters are not schemes
         raise ValueError(f"BEAMRAY_STORAGE_URL {url!r}: use a directory, file:///dir or s3://bucket/prefix")
     return LocalStorage(url)
-
-
-def runtime_env_vars() -> dict[str, str]:
-    """The storage settings a task's process needs (no credentials: nodes bring their own)."""
-    names = ("BEAMRAY_STORAGE_URL", "BEAMRAY_VOLUMES_ROOT", "BEAMRAY_S3_ENDPOINT_URL", "BEAMRAY_S3_ADDRESSING_STYLE",
-             "AWS_REGION", "AWS_DEFAULT_REGION", "BEAMRAY_VOLUME_SYNC_INTERVAL")
-    found = {name: os.environ[name] for name in names if os.environ.get(name)}
-    found["BEAMRAY_STORAGE_URL"] = storage_url()  # the driver's default is BEAMRAY_HOME/storage: pin it
-    return found
 
 
 def short_hash(*parts: str) -> str:

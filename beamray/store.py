@@ -13,6 +13,8 @@ import sqlite3
 import threading
 from typing import Protocol
 
+from beamray import locations
+
 
 class Store(Protocol):
     def get(self, key: str) -> bytes | None: ...
@@ -20,15 +22,6 @@ class Store(Protocol):
     def put_many(self, items: dict[str, bytes]) -> None: ...
     def delete(self, key: str) -> None: ...
     def scan(self, prefix: str) -> dict[str, bytes]: ...
-
-
-def locator() -> str:
-    """Which store this driver's deployments and tasks use."""
-    from beamray import cluster, config
-
-    if os.environ.get("BEAMRAY_REDIS_URL"):
-        return os.environ["BEAMRAY_REDIS_URL"]
-    return f"sqlite:{config.home() / 'store.db'}" if cluster.is_embedded() else "raykv"
 
 
 class SqliteStore:
@@ -132,7 +125,7 @@ _opened: dict[str, Store] = {}
 
 def open_store(where: str | None = None) -> Store:
     """The store named by ``where``, ``BEAMRAY_STORE``, or this driver's default; one per process."""
-    where = where or os.environ.get("BEAMRAY_STORE") or locator()
+    where = where or os.environ.get("BEAMRAY_STORE") or locations.store_locator()
     if where not in _opened:
         if where.startswith(("redis://", "rediss://", "unix://")):
             _opened[where] = RedisStore(where)

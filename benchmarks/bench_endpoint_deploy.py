@@ -1,9 +1,9 @@
-"""Deploy-to-first-200 and cold start from zero replicas: beamray ``deployments.deploy`` vs raw ``serve.run``.
+"""Deploy-to-first-200 and cold start from zero replicas: beamray ``deploy.deploy`` vs raw ``serve.run``.
 
 Both on one isolated embedded cluster with Serve (and beamray's gateway) already running, each trial under
 a new name, the two sides interleaved (A/B, B/A, ...):
 
-- deploy: beamray ``deployments.deploy(spec, code_root=<a one-file project>)`` of a trivial ``@endpoint``
+- deploy: beamray ``deploy.deploy(spec, code_root=<a one-file project>)`` of a trivial ``@endpoint``
   until its versioned URL answers 200, against ``serve.run`` of a FastAPI deployment doing the same
   (``num_cpus=0``, beamray's logging config) until its route answers 200. The URL is polled every 5 ms
   once the call returns. Between trials both apps are deleted (untimed). beamray's time is split into
@@ -126,20 +126,20 @@ def main(trials: int, cold_trials: int, json_path: str | None) -> None:
         with common.isolated_cluster() as state:
             from ray import serve
 
-            from beamray import cluster, config, registry
-            from beamray.serve_bridge import code, deployments
+            from beamray import cluster, registry, secrets
+            from beamray import code, deploy
             from beamray.serve_bridge.options import deployment_options
 
             machine = common.machine_info()
             common.print_machine(machine)
             started = time.perf_counter()
-            deployments.ensure_serve()
+            deploy.ensure_serve()
             click.echo(f"Serve + gateway up in {time.perf_counter() - started:.1f}s")
             base = cluster.gateway_url()
-            auth = {"Authorization": f"Bearer {config.gateway_token()}"}
+            auth = {"Authorization": f"Bearer {secrets.gateway_token()}"}
 
             phases = Phases()
-            phases.wrap(deployments, "ensure_serve", "ensure_serve")
+            phases.wrap(deploy, "ensure_serve", "ensure_serve")
             phases.wrap(code, "package", "code.package")
             phases.wrap(code, "ship", "code.ship")
             phases.wrap(serve, "run", "serve.run")
@@ -153,13 +153,13 @@ def main(trials: int, cold_trials: int, json_path: str | None) -> None:
                 name = f"benchdeploy{counter['beamray']}"
                 phases.current = {}
                 start = time.perf_counter()
-                record = deployments.deploy(double.parent.spec_for(double.func, name), code_root=code_root)
+                record = deploy.deploy(double.parent.spec_for(double.func, name), code_root=code_root)
                 returned = time.perf_counter()
                 attempts = common.wait_for_200(record.url, auth)
                 result = {"total_s": time.perf_counter() - start, "deploy_call_s": returned - start,
                           "until_200_s": time.perf_counter() - returned, "attempts": attempts, **phases.current}
                 phases.current = None
-                deployments.delete(name)
+                deploy.delete(name)
                 time.sleep(1)  # let the stopped replica go before the next side's trial
                 return result
 
@@ -199,7 +199,7 @@ def main(trials: int, cold_trials: int, json_path: str | None) -> None:
             # ---- cold start from zero replicas
             cold_spec = cold_double.parent.spec_for(cold_double.func)
             autoscaling = deployment_options(cold_spec.serving, {})["autoscaling_config"]
-            cold_record = deployments.deploy(cold_spec, code_root=code_root)
+            cold_record = deploy.deploy(cold_spec, code_root=code_root)
             serve.run(raw_deployment(autoscaling_config=autoscaling).options(name="rawcold").bind(),
                       name="rawcold", route_prefix="/rawcold")
             targets = {"raw": ("rawcold", f"{base}/rawcold/", {}),

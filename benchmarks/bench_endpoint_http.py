@@ -2,7 +2,7 @@
 
 Targets, all on one isolated embedded cluster (the handler returns ``{"result": x * 2}`` everywhere):
 
-- ``beamray``        ``@endpoint`` deployed with ``deployments.deploy``, its versioned URL + bearer token;
+- ``beamray``        ``@endpoint`` deployed with ``deploy.deploy``, its versioned URL + bearer token;
 - ``beamray_alias``  the same deployment at ``/endpoint/NAME`` (through the gateway app at ``/``);
 - ``serve_default``  a raw Serve FastAPI deployment, Serve's defaults (``max_ongoing_requests=5``), ``/raw``;
 - ``serve_tuned``    the same with ``max_ongoing_requests=64``, ``/rawt``;
@@ -95,14 +95,14 @@ def deploy_targets(http_base: str, token: str, uvicorn_port: int) -> dict[str, d
     """Deploy every target; returns name → {url, headers, deploy_s}."""
     from ray import serve
 
-    from beamray.serve_bridge import deployments
+    from beamray import deploy
 
     auth = {"Authorization": f"Bearer {token}"}
     code_root = tempfile.mkdtemp(prefix="beamray-bench-code-")  # a small project: just this script
     shutil.copy(__file__, code_root)
     targets: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
-    record = deployments.deploy(double.parent.spec_for(double.func), code_root=code_root)
+    record = deploy.deploy(double.parent.spec_for(double.func), code_root=code_root)
     targets["beamray"] = {"url": record.url, "headers": auth, "deploy_s": time.perf_counter() - started}
     targets["beamray_alias"] = {"url": f"{http_base}/endpoint/{record.name}", "headers": auth}
     for name, prefix, max_ongoing in (("serve_default", "/raw", None), ("serve_tuned", "/rawt", 64)):
@@ -369,16 +369,16 @@ def main(trials: int, requests: int, warmup: int, duration: float, clients: str,
     scripts = tempfile.mkdtemp(prefix="beamray-bench-wrk-")
     try:
         with common.isolated_cluster() as state:
-            from beamray import cluster, config
-            from beamray.serve_bridge import deployments
+            from beamray import cluster, secrets
+            from beamray import deploy
 
             machine = common.machine_info()
             common.print_machine(machine)
             started = time.perf_counter()
-            deployments.ensure_serve()
+            deploy.ensure_serve()
             serve_start_s = time.perf_counter() - started
             http_base = cluster.gateway_url()
-            targets = deploy_targets(http_base, config.gateway_token(), uvicorn_port)
+            targets = deploy_targets(http_base, secrets.gateway_token(), uvicorn_port)
             for target in targets.values():
                 target["script"] = _wrk_script(target["headers"], scripts)
             click.echo(f"ingress {ingress}: Serve + gateway up in {serve_start_s:.1f}s; deploy "
@@ -397,9 +397,9 @@ def main(trials: int, requests: int, warmup: int, duration: float, clients: str,
             _print_table(summary, counts)
             ratios = _ratios(summary, counts)
 
-            ws_record = deployments.deploy(echo.parent.spec_for(echo.func), code_root=tempfile.mkdtemp())
+            ws_record = deploy.deploy(echo.parent.spec_for(echo.func), code_root=tempfile.mkdtemp())
             ws_url = "ws://" + ws_record.url.split("://", 1)[1]
-            websocket = websocket_check(ws_url, {"Authorization": f"Bearer {config.gateway_token()}"})
+            websocket = websocket_check(ws_url, {"Authorization": f"Bearer {secrets.gateway_token()}"})
             click.echo(f"@realtime WebSocket echo at {ws_url}: {websocket}")
             listeners = listening_sockets(cluster.embedded_state()["pid"])
             exposed = [f"{s['process']} {s['address']}" for s in listeners if not s["loopback"]]

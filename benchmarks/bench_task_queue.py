@@ -58,12 +58,12 @@ def main(tasks: int, trials: int, latency_samples: int, redis_url: str | None, j
     with common.isolated_cluster(cpus=4) as state:
         import ray
 
-        from beamray import config
-        from beamray.serve_bridge import deployments
+        from beamray import config, secrets
+        from beamray import deploy
         from beamray.tasks import client
 
         raw = ray.remote(num_cpus=0.5, memory=128 * 2**20)(_double)
-        record = deployments.deploy(double.parent.spec_for(double.func), code_root=os.path.dirname(__file__))
+        record = deploy.deploy(double.parent.spec_for(double.func), code_root=os.path.dirname(__file__))
         service = client.service()
         producers = concurrent.futures.ThreadPoolExecutor(PRODUCERS)
 
@@ -104,7 +104,7 @@ def main(tasks: int, trials: int, latency_samples: int, redis_url: str | None, j
         click.echo(common.ratio_line("beamray/raw_ray throughput", ratio, f">= {GOAL}", ratio >= GOAL))
 
         url = f"http://127.0.0.1:{config.http_port()}/taskqueue/benchdouble"
-        headers = {"Authorization": f"Bearer {config.gateway_token()}", "Content-Type": "application/json"}
+        headers = {"Authorization": f"Bearer {secrets.gateway_token()}", "Content-Type": "application/json"}
         http_ms = [common.timed(lambda: common.http_post(url, headers=headers)) * 1000
                    for _ in range(latency_samples)]
         with contextlib.redirect_stdout(io.StringIO()):  # .put() prints "Enqueued task: …" as Beam does

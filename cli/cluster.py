@@ -54,9 +54,9 @@ def up(num_cpus: float | None, num_gpus: int | None, resources: str | None, gpus
     from beamray import registry
 
     if any(record.status == "running" for record in registry.Registry().records()):
-        from beamray.serve_bridge import deployments
+        from beamray import deploy
 
-        deployments.ensure_serve()  # brings stored deployments back
+        deploy.ensure_serve()  # brings stored deployments back
         say(f"Gateway: {cluster.gateway_url()}")
 
 

@@ -52,9 +52,9 @@ def explained(exc: BaseException) -> click.ClickException:
 
 def next_step(exc: BaseException) -> str:
     """What to do about ``exc``: for hardware the embedded cluster lacks, how to emulate it."""
-    from beamray import cluster
+    from beamray import locations
 
-    if not isinstance(exc, InfeasibleResourcesError) or not cluster.is_embedded():
+    if not isinstance(exc, InfeasibleResourcesError) or not locations.is_embedded():
         return ""
     from beamray.runtime.resources import beam_gpu_type
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import click
 
-from beamray import cluster, config
+from beamray import cluster, config, secrets
 from beamray.cli.common import beamray_errors, json_option, print_json, say
 from beamray.exceptions import BeamrayError
 
@@ -31,7 +31,7 @@ def show(as_json: bool) -> None:
     """Print the cluster address, dashboard and gateway URLs and the gateway token."""
     info = cluster.info(with_resources=False)
     try:
-        token: str | None | None = config.gateway_token()
+        token: str | None | None = secrets.gateway_token()
     except BeamrayError as exc:  # a remote cluster keeps the token; it may be unreachable right now
         token = None
         click.echo(f"warning: {exc}", err=True)

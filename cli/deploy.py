@@ -48,8 +48,8 @@ def _print_schedule(when: str) -> None:
 @beamray_errors
 def deploy(handler: str, name: str | None, as_json: bool) -> None:
     """Deploy HANDLER (FILE.py:FUNCTION) as a new version on the cluster."""
-    from beamray import config
-    from beamray.serve_bridge import deployments
+    from beamray import secrets
+    from beamray import deploy
 
     target, root = load_handler(handler)
     parent = getattr(target, "parent", None)
@@ -60,7 +60,7 @@ def deploy(handler: str, name: str | None, as_json: bool) -> None:
     spec = make_spec(target.func, name)
     if not as_json:
         say(f"Deploying {spec.kind} {spec.name}")
-    record = deployments.deploy(spec, code_root=root)
+    record = deploy.deploy(spec, code_root=root)
     result = DeployResult(record.deployment_id, record.stub_id, record.name, record.kind, record.version, record.url)
     if as_json:
         print_json(result)
@@ -73,7 +73,7 @@ def deploy(handler: str, name: str | None, as_json: bool) -> None:
         if record.authorized else f"Public URL: {record.url}")
     say("Invocation details")
     click.echo("")
-    click.echo(_invocation(result, record.authorized, config.gateway_token()))
+    click.echo(_invocation(result, record.authorized, secrets.gateway_token()))
 
 
 _ACTIVE = {"running": "Yes", "stopped": "No", "failed": "Failed"}
@@ -89,9 +89,9 @@ def deployment_group() -> None:
 @beamray_errors
 def list_command(as_json: bool) -> None:
     """Every deployed version, newest last."""
-    from beamray.serve_bridge import deployments
+    from beamray import deploy
 
-    records = deployments.list_deployments()
+    records = deploy.list_deployments()
     if as_json:
         print_json([vars(record) for record in records])
         return
@@ -110,9 +110,9 @@ def list_command(as_json: bool) -> None:
 @beamray_errors
 def stop(identifier: str) -> None:
     """Stop IDENTIFIER (a deployment id, NAME for all versions, or NAME:vN)."""
-    from beamray.serve_bridge import deployments
+    from beamray import deploy
 
-    for record in deployments.stop(identifier):
+    for record in deploy.stop(identifier):
         say(f"Stopped {record.name} v{record.version} ({record.deployment_id})")
 
 
@@ -121,9 +121,9 @@ def stop(identifier: str) -> None:
 @beamray_errors
 def delete(identifier: str) -> None:
     """Stop and forget IDENTIFIER (a deployment id, NAME for all versions, or NAME:vN)."""
-    from beamray.serve_bridge import deployments
+    from beamray import deploy
 
-    for record in deployments.delete(identifier):
+    for record in deploy.delete(identifier):
         say(f"Deleted {record.name} v{record.version} ({record.deployment_id})")
 
 

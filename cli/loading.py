@@ -19,17 +19,10 @@ def split_target(target: str) -> tuple[str, str]:
     return file, attribute
 
 
-def module_root_and_name(file: str) -> tuple[str, str]:
-    """The directory to import from (shipped as the code) and the dotted module name."""
-    path, cwd = os.path.abspath(file), os.getcwd()
-    root = cwd if path.startswith(cwd + os.sep) else os.path.dirname(path)
-    relative = os.path.splitext(os.path.relpath(path, root))[0]
-    return root, relative.replace(os.sep, ".")
-
-
 def load_handler(target: str) -> tuple[Any, str]:
     """The decorated object named by ``target`` and the code root; ``beam``/``beta9`` resolve to beamray."""
     from beamray import drop_in
+    from beamray.code import module_root_and_name
 
     file, attribute = split_target(target)
     root, module_name = module_root_and_name(file)

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 import click
 
 from beamray import storage
-from beamray.adapters import volume as volumes
+from beamray import volumes
 from beamray.cli.common import beamray_errors, print_json, say
 from beamray.cli.common import humanize_age, render_table
 

@@ -84,11 +84,11 @@ def gateway(ray_cluster):
     """An HTTP client for the session cluster's gateway (Serve started), with the bearer token set."""
     import httpx
 
-    from beamray import config
-    from beamray.serve_bridge import deployments
+    from beamray import config, secrets
+    from beamray import deploy
 
-    deployments.ensure_serve()
+    deploy.ensure_serve()
     client = httpx.Client(base_url=f"http://127.0.0.1:{config.http_port()}", timeout=60)
-    client.headers["Authorization"] = f"Bearer {config.gateway_token()}"
+    client.headers["Authorization"] = f"Bearer {secrets.gateway_token()}"
     yield client
     client.close()

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from beamray import cluster
+from beamray import cluster, locations
 
 pytestmark = pytest.mark.cluster
 
 
 def test_a_driver_matching_the_embedded_head_needs_no_job_runtime_env(ray_cluster):
-    assert ray_cluster["worker_settings"] == cluster.worker_settings()
+    assert ray_cluster["worker_settings"] == locations.worker_settings()
     assert cluster.job_runtime_env(ray_cluster) is None
 
 

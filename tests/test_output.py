@@ -14,7 +14,7 @@ import pytest
 from PIL import Image as PILImage
 
 from beamray import storage
-from beamray.adapters import output as outputs
+from beamray import outputs
 from beamray.adapters.output import (Output, OutputCannotRunLocallyError, OutputNotFoundError, OutputNotSavedError,
                                      OutputTaskIdError, Stat)
 from tests import test_storage

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from beamray import config, experimental, schedule
+from beamray import config, experimental, schedule, secrets
 from beamray.adapters.schedule import upcoming
-from beamray.serve_bridge import deployments
+from beamray import deploy
 from beamray.tasks import client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def test_schedule_fires_is_replaced_and_is_stopped(ray_cluster):
     from tests.apps import schedule_app
 
     handle = schedule_app.ticker
-    first = deployments.deploy(handle.parent.deployable_spec(handle.func), code_root=REPO)
+    first = deploy.deploy(handle.parent.deployable_spec(handle.func), code_root=REPO)
     time.sleep(7)
     assert len(client.list_tasks(name="ticker", limit=1000)) >= 2, "fires at least twice in seven seconds"
     deadline = time.monotonic() + 90  # the first run also starts a worker with the app's code
@@ -45,11 +45,11 @@ def test_schedule_fires_is_replaced_and_is_stopped(ray_cluster):
         assert time.monotonic() < deadline, "no scheduled run completed"
         time.sleep(0.5)
 
-    second = deployments.deploy(handle.parent.deployable_spec(handle.func), code_root=REPO)
-    records = {r.version: r.status for r in deployments.list_deployments() if r.name == "ticker"}
+    second = deploy.deploy(handle.parent.deployable_spec(handle.func), code_root=REPO)
+    records = {r.version: r.status for r in deploy.list_deployments() if r.name == "ticker"}
     assert records[first.version] == "stopped" and records[second.version] == "running"
 
-    deployments.stop("ticker")
+    deploy.stop("ticker")
     time.sleep(1)
     before = len(client.list_tasks(name="ticker", limit=1000))
     time.sleep(5)
@@ -60,10 +60,10 @@ def test_schedule_fires_is_replaced_and_is_stopped(ray_cluster):
 def test_signal_set_in_one_process_runs_the_handler_in_a_deployed_replica(ray_cluster):
     from tests.apps import signal_app
 
-    deployments.ensure_serve()
+    deploy.ensure_serve()
     handle = signal_app.inference
-    record = deployments.deploy(handle.parent.spec_for(handle.func), code_root=REPO)
-    headers = {"Authorization": f"Bearer {config.gateway_token()}"}
+    record = deploy.deploy(handle.parent.spec_for(handle.func), code_root=REPO)
+    headers = {"Authorization": f"Bearer {secrets.gateway_token()}"}
     url = f"http://127.0.0.1:{config.http_port()}{record.route_prefix}"
     assert httpx.post(url, headers=headers, timeout=60).json() == {"reloads": 0}
 

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import pytest
 
-from beamray import storage
+from beamray import locations, storage
 
 
 def _free_port() -> int:
@@ -111,7 +111,7 @@ def test_s3_client_reads_endpoint_and_region_from_env(monkeypatch) -> None:
 
 
 def test_runtime_env_vars_pin_the_storage_url(storage_env: Path) -> None:
-    env = storage.runtime_env_vars()
+    env = locations.storage_settings()
     assert env["BEAMRAY_STORAGE_URL"] == str(storage_env / "storage")
     assert env["BEAMRAY_VOLUMES_ROOT"] == str(storage_env / "volumes-root")
     assert not any(key.startswith("AWS_SECRET") or key == "AWS_ACCESS_KEY_ID" for key in env)

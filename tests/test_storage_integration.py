@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from beamray import config
-from beamray.serve_bridge import deployments
+from beamray import deploy
 from beamray.tasks import client
 from tests.apps import storage_app
 
@@ -26,9 +26,9 @@ def test_a_volume_is_shared_by_tasks_and_persists_between_runs(ray_cluster):
 
 
 def test_task_output_is_listed_and_served_through_a_signed_expiring_link(ray_cluster):
-    deployments.ensure_serve()
+    deploy.ensure_serve()
     handle = storage_app.report
-    deployments.deploy(handle.parent.spec_for(handle.func), code_root=REPO)
+    deploy.deploy(handle.parent.spec_for(handle.func), code_root=REPO)
     task = handle.put(text="hello output")
     result = task.result(wait=True)
     url = result["url"]

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from beamray import secrets, storage
-from beamray.adapters.volume import (CloudBucket, CloudBucketConfig, Volume, delete_volume, get_volume,
-                                     list_volumes)
+from beamray import locations, secrets, storage
+from beamray.adapters.volume import CloudBucket, CloudBucketConfig, Volume
+from beamray.volumes import delete_volume, get_volume, list_volumes
 from beamray.cli.volume import COMMANDS, cp, ls, mv, rm, volume
 from beamray.exceptions import SecretNotFoundError
 from beamray.runtime import mounts
@@ -244,7 +244,7 @@ def test_volume_in_a_real_ray_task(ray_cluster, storage_env: Path) -> None:
     storage.get_storage().write_bytes("volumes/raytask/from-driver.txt", b"hello")
     workdir = storage_env / "ray-work"
     workdir.mkdir()
-    env = {"env_vars": storage.runtime_env_vars()}
+    env = {"env_vars": locations.storage_settings()}
     assert ray.get(task.options(runtime_env=env).remote(str(workdir))) == ["from-driver.txt"]
     assert (storage_env / "volumes-root" / "raytask" / "from-ray.txt").exists()
     assert storage.get_storage().read_bytes("volumes/raytask/from-ray.txt").isdigit()

@@ -89,9 +89,9 @@ class WebHandle:
     def deploy(self, name: str | None = None, context: Any = None, invocation_details_func: Any = None,
                rollout: str = "auto", **invocation_details_options: Any) -> tuple[dict[str, Any], bool]:
         """Deploy a new version; returns Beam's ``(details, ok)`` pair (each deploy is a new version)."""
-        from beamray.serve_bridge import deployments
+        from beamray import deploy
 
-        record = deployments.deploy(self.parent.spec_for(self.func, name))
+        record = deploy.deploy(self.parent.spec_for(self.func, name))
         return record.beam_details(), True
 
     def serve(self, timeout: int = 0, url_type: str = "") -> None:

@@ -132,9 +132,9 @@ class RemoteFunction:
     def deploy(self, name: Optional[str] = None, context: Any = None, invocation_details_func: Any = None,
                rollout: str = "auto", **invocation_details_options: Any) -> tuple[dict[str, Any], bool]:
         """Deploy behind ``POST /function/NAME``, which answers a task id (run by the task service)."""
-        from beamray.serve_bridge import deployments
+        from beamray import deploy
 
-        record = deployments.deploy(self.parent.deployable_spec(self.func, name))
+        record = deploy.deploy(self.parent.deployable_spec(self.func, name))
         return record.beam_details(), True
 
     def __reduce__(self) -> Any:

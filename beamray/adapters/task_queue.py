@@ -61,16 +61,22 @@ class TaskQueueHandle:
 
     def put(self, *args: Any, **kwargs: Any) -> Any:
         """Enqueue a task (JSON arguments, as Beam) on the latest deployed version, deploying one if none runs."""
+        from beamray import cluster, deploy
+        from beamray.registry import Registry
         from beamray.tasks import client
 
-        return client.put(self.parent.spec_for(self.func), args, kwargs)
+        spec = self.parent.spec_for(self.func)
+        client.check_arguments(args, kwargs)
+        cluster.connect()
+        record = Registry().latest(spec.name, kind="taskqueue") or deploy.deploy(spec)
+        return client.put(record.app_name, args, kwargs)
 
     def deploy(self, name: str | None = None, context: Any = None, invocation_details_func: Any = None,
                rollout: str = "auto", **invocation_details_options: Any) -> tuple[dict[str, Any], bool]:
         """Deploy a new version; returns Beam's ``(details, ok)`` pair."""
-        from beamray.serve_bridge import deployments
+        from beamray import deploy
 
-        record = deployments.deploy(self.parent.spec_for(self.func, name))
+        record = deploy.deploy(self.parent.spec_for(self.func, name))
         return record.beam_details(), True
 
     def serve(self, timeout: int = 0, url_type: str = "") -> None:

@@ -37,7 +37,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from beamray import config, storage
+from beamray import config, storage, volumes
 from beamray.exceptions import BeamrayError
 
 logger = logging.getLogger(__name__)
@@ -251,10 +251,13 @@ class Mount:
         return self.mirror.push() if self.mirror is not None else 0
 
 
-def _target(volume: Any) -> tuple[Path, Mirror | None]:
-    from beamray.adapters.volume import CloudBucket, data_prefix
+def _is_bucket(volume: Any) -> bool:
+    """A ``CloudBucket`` opens its own S3 bucket (``store()``); a ``Volume`` lives in beamray's storage."""
+    return callable(getattr(volume, "store", None))
 
-    if isinstance(volume, CloudBucket):
+
+def _target(volume: Any) -> tuple[Path, Mirror | None]:
+    if _is_bucket(volume):
         store = volume.store()
         cache = mirror_cache("bucket", f"{volume.config.endpoint}|{volume.name}", volume.name, volume.config.read_only)
         mirror = Mirror(store, cache, read_only=volume.config.read_only)
@@ -262,7 +265,7 @@ def _target(volume: Any) -> tuple[Path, Mirror | None]:
         return mirror.data, mirror
     volume.get_or_create()
     backend = storage.get_storage()
-    prefix = data_prefix(volume.name)
+    prefix = volumes.data_prefix(volume.name)
     if isinstance(backend, storage.LocalStorage):
         target = backend.local_path(prefix)
         target.mkdir(parents=True, exist_ok=True)
@@ -276,10 +279,8 @@ def _target(volume: Any) -> tuple[Path, Mirror | None]:
 def mount_one(volume: Any, cwd: Path | None = None) -> Mount:
     if not hasattr(volume, "name") or not hasattr(volume, "mount_path"):
         raise TypeError(f"volumes=[…] takes Volume and CloudBucket objects, got {volume!r}")
-    from beamray.adapters.volume import CloudBucket, validate_volume_name
-
-    if not isinstance(volume, CloudBucket):
-        validate_volume_name(volume.name)
+    if not _is_bucket(volume):
+        volumes.validate_volume_name(volume.name)
     target, mirror = _target(volume)
     links = []
     for place in (volumes_root() / volume.name, _resolve_mount_path(volume.mount_path, cwd or Path.cwd())):

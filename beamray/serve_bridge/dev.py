@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from beamray.exceptions import BeamrayError
+from beamray.specs import WEB_KINDS
 
 DEFAULT_TIMEOUT_S = 600  # Beam's server default: 10 minutes without requests
 SUFFIX = "-serve"
@@ -68,7 +69,7 @@ def serve_name(name: str) -> str:
 def is_web_handle(obj: Any) -> bool:
     parent = getattr(obj, "parent", None)
     return (hasattr(obj, "func") and hasattr(parent, "spec_for")
-            and getattr(parent, "kind", None) in ("endpoint", "asgi", "realtime"))
+            and getattr(parent, "kind", None) in WEB_KINDS)
 
 
 def serve(handle: Any, timeout: int = 0, url_type: str = "", *, target: str | None = None,
@@ -97,7 +98,7 @@ def _locate(handle: Any) -> tuple[str | None, str]:
     attribute = next((key for key, value in vars(module).items() if value is handle), None) if module else None
     if not file or not file.endswith(".py"):
         return None, os.getcwd()
-    from beamray.cli.loading import module_root_and_name
+    from beamray.code import module_root_and_name
 
     root, _ = module_root_and_name(file)
     return (f"{os.path.abspath(file)}:{attribute}" if attribute else None), root
@@ -156,14 +157,14 @@ class ServeSession:
 
     def start(self) -> None:
         from beamray import cluster
-        from beamray.serve_bridge import deployments
+        from beamray import deploy
 
         self.say(f"Serving {self.spec.kind} {self.spec.name}")
         cluster.connect()
         self._restore_logs = _own_job_logs_only()
-        record = deployments.deploy(self.spec, code_root=self.root)
+        record = deploy.deploy(self.spec, code_root=self.root)
         self._adopt(record)
-        self._dashboard = _dashboard_url(cluster)
+        self._dashboard = cluster.dashboard_url()
         self.say(f"URL: {self.url}")
         self.say("Invocation details")
         self.echo("")
@@ -186,11 +187,11 @@ class ServeSession:
         return f"{cluster.gateway_url()}/{self.record.kind}/{self.name}"
 
     def invocation(self) -> str:
-        from beamray import config
+        from beamray import secrets
 
         if self.record.kind == "realtime":
             return f"websocket: {self.url}"
-        auth = f" \\\n  -H 'Authorization: Bearer {config.gateway_token()}'" if self.record.authorized else ""
+        auth = f" \\\n  -H 'Authorization: Bearer {secrets.gateway_token()}'" if self.record.authorized else ""
         return (f"curl -X POST '{self.url}' \\\n  -H 'Connection: keep-alive' \\\n"
                 f"  -H 'Content-Type: application/json'{auth} \\\n  -d '{{}}'")
 
@@ -226,7 +227,7 @@ class ServeSession:
 
     def reload(self, changes: set[tuple[Any, str]]) -> None:
         from beamray.registry import Registry
-        from beamray.serve_bridge import deployments
+        from beamray import deploy
 
         changed = sorted({os.path.relpath(path, self.root) for _, path in changes})
         self.say(f"Change detected in {', '.join(changed[:3])}{' …' if len(changed) > 3 else ''}; redeploying")
@@ -250,7 +251,7 @@ class ServeSession:
         self._adopt(found[0])
         time.sleep(_HANDOVER_S)
         with contextlib.suppress(BeamrayError):
-            deployments.delete(previous.deployment_id)
+            deploy.delete(previous.deployment_id)
         self.say(f"Reloaded (v{self.record.version})")
         if self.record.kind == "realtime":
             self.say(f"URL: {self.url}")
@@ -279,12 +280,12 @@ class ServeSession:
         import ray
         from ray import serve
 
-        from beamray.serve_bridge import deployments
+        from beamray import deploy
 
         if not ray.is_initialized():  # never connected: nothing deployed (and serve.status() would ray.init())
             return
         with contextlib.suppress(BeamrayError):
-            deployments.delete(self.name)
+            deploy.delete(self.name)
         pattern = re.compile(rf"{re.escape(self.name)}-v\d+")
         with contextlib.suppress(Exception):
             for app_name in serve.status().applications:
@@ -523,16 +524,6 @@ def _local_log_file(actor: Any, suffix: str) -> str | None:
     return None
 
 
-def _dashboard_url(cluster: Any) -> str | None:
-    state = cluster.embedded_state() if cluster.is_embedded() else None
-    if state:
-        return state["dashboard_url"]
-    from ray._private.worker import get_dashboard_url
-
-    url = get_dashboard_url()
-    return (url if url.startswith("http") else f"http://{url}") if url else None
-
-
 def _metrics_targets() -> list[str]:
     import ray
 
@@ -548,7 +539,7 @@ def _python_filter(root: str) -> Callable[[Any, str], bool]:
     """Changes to ``.py`` files that would be shipped (the packager's ignore rules, ``.beamignore``)."""
     import watchfiles
 
-    from beamray.serve_bridge import code
+    from beamray import code
 
     default = watchfiles.PythonFilter()
     patterns = code._ignore_patterns(Path(root))

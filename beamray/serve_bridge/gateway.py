@@ -18,9 +18,10 @@ from ray import serve
 
 from beamray.registry import DeploymentRecord, Registry
 from beamray.serve_bridge.http_app import PayloadError, parse_payload
+from beamray.specs import QUEUED_KINDS, Kind
 
-KINDS = ("endpoint", "asgi", "realtime", "taskqueue", "function", "schedule")
-_SERVED_BY_GATEWAY = ("taskqueue", "function", "schedule")  # kinds without a Serve application of their own
+_KIND_NAMES = frozenset(kind.value for kind in Kind)
+
 _CACHE_S = 1.0
 MAX_BODY = 16 * 2**20
 
@@ -53,7 +54,7 @@ class Routes:
 
     def _resolve(self, path: str) -> tuple[DeploymentRecord | None, str, bool]:
         parts = [part for part in path.split("/") if part]
-        if len(parts) < 2 or parts[0] not in KINDS:
+        if len(parts) < 2 or parts[0] not in _KIND_NAMES:
             return None, "", False
         kind, rest = parts[0], parts[1:]
         if rest[0] in ("id", "public") and len(rest) >= 2:
@@ -70,7 +71,7 @@ class Routes:
             # Task queues live here. A web version's own URL reaches the gateway only while the ingress
             # catches up with a new version (HAProxy reloads after serve.run returns) or once the version
             # is stopped: look it up fresh, so that a stopped one answers 404.
-            if kind not in _SERVED_BY_GATEWAY:
+            if kind not in QUEUED_KINDS:
                 versions = [r for r in self.running(fresh=True) if r.kind == kind and r.name == name]
             versions = [r for r in versions if r.version == int(rest[0][1:])]
             rest = rest[1:]
@@ -81,12 +82,12 @@ class GatewayApp:
     """Plain ASGI: bodies and headers pass to the deployment unchanged."""
 
     def __init__(self) -> None:
-        from beamray import config
+        from beamray import secrets
         from beamray.serve_bridge.replica import bearer_check
 
         self._routes = Routes()
         self._handles: dict[str, Any] = {}
-        self._authorized = bearer_check(config.gateway_token())
+        self._authorized = bearer_check(secrets.gateway_token())
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -99,9 +100,9 @@ class GatewayApp:
             return
         path = scope["path"]
         if path.startswith("/output/id/") and scope["method"] == "GET":
-            from beamray.adapters import output
+            from beamray import outputs
 
-            response = await asyncio.to_thread(output.http_response, path[len("/output/id/"):].strip("/"),
+            response = await asyncio.to_thread(outputs.http_response, path[len("/output/id/"):].strip("/"),
                                                scope.get("query_string", b""))
         elif path.startswith("/v2/task/"):
             if path.rstrip("/").endswith("/subscribe") and scope["method"] == "GET":
@@ -112,7 +113,7 @@ class GatewayApp:
             record, inner_path, public = self._routes.resolve(path)
             if record is None:
                 response = _json(404, {"error": "not found"})
-            elif record.kind in _SERVED_BY_GATEWAY:
+            elif record.kind in QUEUED_KINDS:
                 response = await self._enqueue(record, inner_path, public, scope, receive)
             else:
                 response = await self._forward(record, inner_path, scope, receive)

@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, quote
 from starlette.responses import Response
 
 from beamray.context import FunctionContext, wants_context
+from beamray.specs import WEB_KINDS
 
 __all__ = ["ASGIApp", "PayloadError", "build_app", "parse_payload"]
 
@@ -51,7 +52,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("endpoint", "asgi", "realtime")
 
 
 class PayloadError(ValueError):
@@ -871,8 +871,8 @@ def build_app(
     ``None`` for none) bounds each request; bodies over ``max_body_bytes`` get 413. An endpoint call ends
     with Beam's signed callback to ``callback_url`` (or the request's own ``callback_url`` kwarg).
     """
-    if kind not in KINDS:
-        raise ValueError(f"build_app serves {', '.join(KINDS)}, not {kind!r}")
+    if kind not in WEB_KINDS:
+        raise ValueError(f"build_app serves endpoint, asgi and realtime, not {kind!r}")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     if kind == "asgi" and not _is_asgi3(handler):

@@ -47,7 +47,7 @@ def container_environment(kind: str, record: dict[str, Any], spec: EndpointSpec)
 @serve.ingress()
 class BeamrayReplica:
     def __init__(self, spec_blob: bytes, record: dict[str, Any]) -> None:
-        from beamray import config
+        from beamray import config, secrets
 
         spec: EndpointSpec = load_user_code(spec_blob, record["handler"])
         os.environ.update(container_environment(spec.kind, record, spec))
@@ -68,7 +68,7 @@ class BeamrayReplica:
         if spec.kind == "asgi":
             accepts_context = bool(inspect.signature(spec.func).parameters)
             handler = spec.func(make_context(None)) if accepts_context else spec.func()
-        authorize = bearer_check(config.gateway_token()) if spec.serving.authorized else None
+        authorize = bearer_check(secrets.gateway_token()) if spec.serving.authorized else None
         self._app = http_app.build_app(spec.kind, handler, make_context=make_context, authorize=authorize,
                                        concurrency=concurrency(spec.serving), timeout=spec.timeout,
                                        callback_url=spec.callback_url)

@@ -10,9 +10,10 @@ from typing import Any, Callable
 
 import ray
 
-from beamray import cluster
+from beamray import cluster, locations
 from beamray.exceptions import BeamrayError
 from beamray.tasks import records
+from beamray.tasks.config import QueueConfig
 from beamray.tasks.service import SERVICE_NAME, QueueFullError, TaskService
 
 
@@ -31,10 +32,18 @@ def service() -> Any:
     try:
         return ray.get_actor(SERVICE_NAME, namespace=cluster.NAMESPACE)
     except ValueError:
-        from beamray.serve_bridge.deployments import base_runtime_env
-
         return TaskService.options(name=SERVICE_NAME, namespace=cluster.NAMESPACE, lifetime="detached",
-                                   get_if_exists=True, runtime_env=base_runtime_env(None)).remote()
+                                   get_if_exists=True, runtime_env=locations.actor_runtime_env()).remote()
+
+
+def register_queue(config: QueueConfig, spec_blob: bytes) -> None:
+    """Start (or replace) a queue version in the task service."""
+    ray.get(service().register_queue.remote(config, spec_blob))
+
+
+def unregister_queue(queue_id: str) -> None:
+    """Stop a queue version; its pending tasks stay PENDING (and expire)."""
+    ray.get(service().unregister_queue.remote(queue_id))
 
 
 @dataclass
@@ -109,15 +118,15 @@ def submit(queue_id: str, args: Any, kwargs: dict[str, Any]) -> str:
     return _enqueuer.submit(queue_id, list(args), dict(kwargs))
 
 
-def put(spec: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> "Task":
-    """Enqueue on the latest running version of ``spec.name``; deploy it first when none runs."""
-    from beamray.registry import Registry
-    from beamray.serve_bridge import deployments
+def check_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Beam sends a task's arguments as JSON: anything else fails here (a TypeError), as there."""
+    json.dumps({"args": args, "kwargs": kwargs})
 
-    json.dumps({"args": args, "kwargs": kwargs})  # Beam sends JSON: non-JSON arguments fail here, as there
-    cluster.connect()
-    record = Registry().latest(spec.name, kind="taskqueue") or deployments.deploy(spec)
-    task_id = submit(record.app_name, args, kwargs)
+
+def put(queue_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> "Task":
+    """Enqueue on queue version ``queue_id`` as Beam's ``.put()`` does, printing the task's id."""
+    check_arguments(args, kwargs)
+    task_id = submit(queue_id, args, kwargs)
     print(f"Enqueued task: {task_id}")
     return Task(task_id)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import ray
 
+from beamray.tasks.config import QueueConfig
 from beamray.tasks.worker import TaskWorker
 
 # keep_warm_seconds=0 (deployed functions) still lets a task that arrives right behind the last one reuse
@@ -34,19 +35,19 @@ class Worker:
 
 
 class ContainerPool:
-    def __init__(self, config: dict[str, Any], spec_ref: Any) -> None:
+    def __init__(self, config: QueueConfig, spec_ref: Any) -> None:
         self.config = config
         self.spec_ref = spec_ref
         self.idle: collections.deque[Worker] = collections.deque()
         self.members: collections.Counter[str] = collections.Counter()  # container id → live workers
-        self._actor = TaskWorker.options(**config["ray_options"], runtime_env=config["runtime_env"])
+        self._actor = TaskWorker.options(**config.ray_options, runtime_env=config.runtime_env)
 
     def capacity(self, demand: int) -> int:
         """How many tasks may run at once for ``demand`` queued and running tasks."""
         config = self.config
-        wanted = math.ceil(demand / config["tasks_per_container"])
-        containers = max(config["min_containers"], min(config["max_containers"], wanted))
-        return containers * config["workers"]
+        wanted = math.ceil(demand / config.tasks_per_container)
+        containers = max(config.min_containers, min(config.max_containers, wanted))
+        return containers * config.workers
 
     def active_containers(self) -> int:
         return len(self.members)
@@ -72,10 +73,10 @@ class ContainerPool:
 
     def rescale(self) -> None:
         """Keep ``min_containers`` containers up; stop other workers idle past ``keep_warm_seconds``."""
-        floor = self.config["min_containers"] * self.config["workers"]
+        floor = self.config.min_containers * self.config.workers
         while sum(self.members.values()) < floor:
             self.release(self._start())
-        keep_warm = max(self.config["keep_warm_seconds"], MIN_IDLE_S)
+        keep_warm = max(self.config.keep_warm_seconds, MIN_IDLE_S)
         now = time.monotonic()
         while self.idle and now - self.idle[0].idle_since > keep_warm and sum(self.members.values()) > floor:
             self.discard(self.idle.popleft())
@@ -86,9 +87,9 @@ class ContainerPool:
             self.discard(self.idle.popleft())
 
     def _start(self) -> Worker:
-        workers = self.config["workers"]
+        workers = self.config.workers
         container_id = next((cid for cid, count in self.members.items() if count < workers), None)
         if container_id is None:
-            container_id = f"{self.config['kind']}-{self.config['stub_id'][:8]}-{uuid.uuid4().hex[:8]}"
+            container_id = f"{self.config.kind}-{self.config.stub_id[:8]}-{uuid.uuid4().hex[:8]}"
         self.members[container_id] += 1
-        return Worker(self._actor.remote(self.spec_ref, self.config["handler"], container_id), container_id)
+        return Worker(self._actor.remote(self.spec_ref, self.config.handler, container_id), container_id)

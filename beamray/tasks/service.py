@@ -28,6 +28,7 @@ from ray.exceptions import RayError
 
 from beamray.store import open_store
 from beamray.tasks import records
+from beamray.tasks.config import QueueConfig
 from beamray.tasks.containers import ContainerPool, Worker
 from beamray.tasks.journal import Journal
 from beamray.tasks.records import TaskRecord
@@ -53,7 +54,7 @@ class _Launch:
 
 @dataclass
 class _Queue:
-    config: dict[str, Any]
+    config: QueueConfig
     pool: ContainerPool
     pending: collections.deque = field(default_factory=collections.deque)
     running: dict[str, _Launch] = field(default_factory=dict)  # task id → its launch, in start order
@@ -73,9 +74,9 @@ class _Queue:
 
 def _outputs(task_id: str) -> list[dict[str, Any]]:
     """The task's saved Outputs with fresh signed URLs (Beam's task API ``outputs``)."""
-    from beamray.adapters import output
+    from beamray import outputs
 
-    return output.outputs_for_task(task_id)
+    return outputs.outputs_for_task(task_id)
 
 
 class _Ticks:
@@ -101,11 +102,11 @@ class _Ticks:
         return max(0.01, min(longest, self.next - time.time()))
 
 
-def _code_present(config: dict[str, Any]) -> bool:
+def _code_present(config: QueueConfig) -> bool:
     """After a cluster restart the uploaded code is gone from the GCS until the queue is registered again."""
     from ray._private.runtime_env import packaging
 
-    uri = config["runtime_env"].get("working_dir")
+    uri = config.runtime_env.get("working_dir")
     return uri is None or packaging.package_exists(uri)
 
 
@@ -134,10 +135,8 @@ class TaskService:
             self.tasks[record.id] = record
         for key, raw in self.store.scan(_QUEUES).items():
             if key.endswith("/config"):
-                import json
-
-                config = json.loads(raw)
-                blob = self.store.get(f"{_QUEUES}{config['queue']}/spec")
+                config = QueueConfig.from_json(raw)
+                blob = self.store.get(f"{_QUEUES}{config.queue}/spec")
                 if blob is not None and _code_present(config):
                     self._activate(config, blob)  # else a restore will register it again with fresh code
         for record in sorted(self.tasks.values(), key=lambda r: r.created_at):
@@ -148,28 +147,26 @@ class TaskService:
         for queue in self.queues.values():
             queue.wake.set()
 
-    def _activate(self, config: dict[str, Any], spec_blob: bytes) -> _Queue:
+    def _activate(self, config: QueueConfig, spec_blob: bytes) -> _Queue:
         queue = _Queue(config=config, pool=ContainerPool(config, ray.put(spec_blob)))
-        old = self.queues.get(config["queue"])
+        old = self.queues.get(config.queue)
         if old is not None:  # its running tasks finish in its workers, which then stop
             queue.pending, queue.running, queue.queued = old.pending, old.running, old.queued
             old.pool.close()
             if old.loop:
                 old.loop.cancel()
-        self.queues[config["queue"]] = queue
+        self.queues[config.queue] = queue
         queue.loop = asyncio.get_running_loop().create_task(self._dispatch(queue))
         return queue
 
-    async def register_queue(self, config: dict[str, Any], spec_blob: bytes) -> None:
+    async def register_queue(self, config: QueueConfig, spec_blob: bytes) -> None:
         """Start (or replace) a queue version; its config says resources, runtime env and policies."""
-        import json
-
         await self._start()
-        self.store.put(f"{_QUEUES}{config['queue']}/spec", spec_blob)
-        self.store.put(f"{_QUEUES}{config['queue']}/config", json.dumps(config).encode())
+        self.store.put(f"{_QUEUES}{config.queue}/spec", spec_blob)
+        self.store.put(f"{_QUEUES}{config.queue}/config", config.to_json())
         queue = self._activate(config, spec_blob)
         for record in sorted(self.tasks.values(), key=lambda r: r.created_at):
-            if record.queue == config["queue"] and record.status in (records.PENDING, records.RETRY) \
+            if record.queue == config.queue and record.status in (records.PENDING, records.RETRY) \
                     and record.id not in queue.pending:
                 queue.pending.append(record.id)
         queue.wake.set()
@@ -212,14 +209,14 @@ class TaskService:
         return outcomes
 
     def _enqueue(self, queue: _Queue, args: list[Any], kwargs: dict[str, Any], callback_url: str) -> str:
-        if len(queue.pending) + len(queue.queued) >= queue.config["max_pending_tasks"]:
-            raise QueueFullError(f"task queue {queue.config['name']} already holds "
-                                 f"{queue.config['max_pending_tasks']} pending tasks (max_pending_tasks)")
+        if len(queue.pending) + len(queue.queued) >= queue.config.max_pending_tasks:
+            raise QueueFullError(f"task queue {queue.config.name} already holds "
+                                 f"{queue.config.max_pending_tasks} pending tasks (max_pending_tasks)")
         now = time.time()
-        record = TaskRecord(id=str(uuid.uuid4()), queue=queue.config["queue"], name=queue.config["name"],
-                            stub_id=queue.config["stub_id"], status=records.PENDING, args=list(args),
+        record = TaskRecord(id=str(uuid.uuid4()), queue=queue.config.queue, name=queue.config.name,
+                            stub_id=queue.config.stub_id, status=records.PENDING, args=list(args),
                             kwargs=dict(kwargs), created_at=now, updated_at=now,
-                            callback_url=callback_url or kwargs.get("callback_url") or queue.config["callback_url"])
+                            callback_url=callback_url or kwargs.get("callback_url") or queue.config.callback_url)
         self._save(record)
         queue.pending.append(record.id)
         queue.wake.set()
@@ -270,13 +267,13 @@ class TaskService:
     # --- dispatch ------------------------------------------------------------------------------------
 
     async def _dispatch(self, queue: _Queue) -> None:
-        ticks = _Ticks(queue.config["schedule"]) if queue.config.get("schedule") else None
+        ticks = _Ticks(queue.config.schedule) if queue.config.schedule else None
         while True:
             queue.wake.clear()
             try:
                 self._dispatch_once(queue, ticks)
             except Exception:  # a bug here must not stop the queue for good: log it, go on next round
-                _log.exception("task queue %s: dispatch failed", queue.config["queue"])
+                _log.exception("task queue %s: dispatch failed", queue.config.queue)
             longest = min(1.0, next(iter(queue.running.values())).deadline - time.monotonic()) \
                 if queue.running else 1.0
             try:
@@ -307,11 +304,11 @@ class TaskService:
             del queue.running[task_id]
             self._stop_worker(queue, launch.worker)  # stops the running code: the worker process is killed
             self._finish(launch.record, records.TIMEOUT, result=None,
-                         error=f"Task timed out after {queue.config['timeout']:g}s")
+                         error=f"Task timed out after {queue.config.timeout:g}s")
 
     def _expire(self, queue: _Queue) -> None:
         """Tasks not started within the TTL expire, including those a busy worker holds to run next."""
-        ttl = queue.config["ttl"] or DEFAULT_TTL_S
+        ttl = queue.config.ttl or DEFAULT_TTL_S
         now = time.time()
         for task_id, launch in list(queue.queued.items()):
             if now - launch.record.created_at > ttl:
@@ -342,7 +339,7 @@ class TaskService:
     def _launch(self, queue: _Queue, record: TaskRecord, worker: Worker) -> None:
         """Hand ``record`` to ``worker``: it starts now if the worker is idle, else right after its task."""
         meta = {"task_id": record.id, "stub_id": record.stub_id, "callback_url": record.callback_url}
-        name = f"{queue.config['handler']} task={record.id}"  # the Beam task id, findable in the dashboard
+        name = f"{queue.config.handler} task={record.id}"  # the Beam task id, findable in the dashboard
         ref = worker.actor.run.options(name=name).remote(record.args, record.kwargs, meta)
         launch = _Launch(record, ref, worker)
         worker.tasks.append(launch)
@@ -358,7 +355,7 @@ class TaskService:
         del queue.queued[record.id]
         record.status, record.attempts = records.RUNNING, record.attempts + 1
         record.started_at = record.started_at or time.time()
-        launch.deadline = time.monotonic() + (queue.config["timeout"] or math.inf)
+        launch.deadline = time.monotonic() + (queue.config.timeout or math.inf)
         queue.running[record.id] = launch
         self._save(record)
 
@@ -406,7 +403,7 @@ class TaskService:
 
     def _retry_or_fail(self, record: TaskRecord, error: str) -> None:
         queue = self.queues.get(record.queue)
-        retries = queue.config["retries"] if queue else 0
+        retries = queue.config.retries if queue else 0
         if record.attempts <= retries and queue is not None:
             record.status, record.error, record.updated_at = records.RETRY, error, time.time()
             self._save(record)
@@ -433,17 +430,17 @@ class TaskService:
     def _view(self, record: TaskRecord, with_outputs: bool = False) -> dict[str, Any]:
         """The task as Beam's task API shows it (outputs, with fresh signed URLs, for single tasks)."""
         queue = self.queues.get(record.queue)
-        config = queue.config if queue else {}
+        config = queue.config if queue else None
         stats = queue.stats() if queue else dict(_NO_STATS)
+        kind = config.kind if config else "taskqueue"
         return {
             "id": record.id, "status": record.status, "started_at": records.iso(record.started_at),
             "ended_at": records.iso(record.ended_at), "container_id": record.container_id,
             "created_at": records.iso(record.created_at), "updated_at": records.iso(record.updated_at),
             "outputs": _outputs(record.id) if with_outputs else [], "stats": stats, "result": record.result, "error": record.error or None,
             "attempts": record.attempts,
-            "stub": {"id": record.stub_id, "name": f"{config.get('kind', 'taskqueue')}/{record.name}",
-                     "type": f"{config.get('kind', 'taskqueue')}/deployment",
-                     "config": config.get("public_config", {}), "config_version": 0, "object_id": 0,
-                     "created_at": records.iso(config.get("created_at")),
-                     "updated_at": records.iso(config.get("created_at"))},
+            "stub": {"id": record.stub_id, "name": f"{kind}/{record.name}", "type": f"{kind}/deployment",
+                     "config": config.public_config if config else {}, "config_version": 0, "object_id": 0,
+                     "created_at": records.iso(config.created_at if config else None),
+                     "updated_at": records.iso(config.created_at if config else None)},
         }

@@ -73,9 +73,9 @@ class Session:
 
 
 def _serve_records(name: str) -> list:
-    from beamray.serve_bridge import deployments
+    from beamray import deploy
 
-    return [record for record in deployments.list_deployments() if record.name == name]
+    return [record for record in deploy.list_deployments() if record.name == name]
 
 
 def _post(url: str, token: str, **body: object) -> httpx.Response:
@@ -93,15 +93,15 @@ def app_file(tmp_path: Path) -> Path:
 def test_serve_streams_logs_reloads_and_ends_on_ctrl_c(ray_cluster, app_file: Path) -> None:
     from ray import serve as ray_serve
 
-    from beamray import config
+    from beamray import secrets
 
     session = Session(f"{app_file}:greet", "-t", "-1")
     try:
         url = session.wait_for(r"^=> URL: (\S+)$", 90).group(1)
         assert url.endswith("/endpoint/greeter-serve")
         session.wait_for(r"^=> Serving endpoint greeter-serve$", 1)
-        session.wait_for(rf"Authorization: Bearer {re.escape(config.gateway_token())}", 1)
-        token = config.gateway_token()
+        session.wait_for(rf"Authorization: Bearer {re.escape(secrets.gateway_token())}", 1)
+        token = secrets.gateway_token()
 
         response = _post(url, token, who="pytest")
         assert response.status_code == 200, response.text

@@ -12,8 +12,8 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from beamray import config
-from beamray.serve_bridge import deployments
-from beamray.serve_bridge.deployments import DeployError
+from beamray import deploy as orchestrator
+from beamray.exceptions import DeployError
 from tests.apps import web_app
 
 pytestmark = pytest.mark.cluster
@@ -25,7 +25,7 @@ def base(client: httpx.Client) -> str:
 
 
 def deploy(handle, name=None):
-    return deployments.deploy(handle.parent.spec_for(handle.func, name), code_root=REPO)
+    return orchestrator.deploy(handle.parent.spec_for(handle.func, name), code_root=REPO)
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +82,9 @@ def test_redeploy_creates_a_new_version_and_moves_latest(gateway, multiply_v1):
     ids = {gateway.post(path, json={"x": 1}).headers.get("x-beamray-version") for path in ("/endpoint/multiply",)}
     assert gateway.post(f"/endpoint/multiply/v{v2.version}", json={"x": 1}).json() == {"result": 2}
     assert gateway.post("/endpoint/multiply/v1", json={"x": 1}).json() == {"result": 2}  # v1 still serves
-    latest = [r for r in deployments.list_deployments() if r.name == "multiply" and r.status == "running"][-1]
+    latest = [r for r in orchestrator.list_deployments() if r.name == "multiply" and r.status == "running"][-1]
     assert latest.version == v2.version and ids
-    stopped = deployments.stop(f"multiply:v{v2.version}")
+    stopped = orchestrator.stop(f"multiply:v{v2.version}")
     assert [r.status for r in stopped] == ["stopped"]
     assert gateway.post(f"/endpoint/multiply/v{v2.version}", json={"x": 1}).status_code == 404
     assert gateway.post("/endpoint/multiply", json={"x": 5}).json() == {"result": 10}  # back to v1
@@ -177,7 +177,7 @@ def test_sixteen_clients_two_hundred_requests_each_without_errors(gateway, multi
 
 def test_delete_forgets_every_version(gateway):
     deploy(web_app.async_handler, name="doomed")
-    removed = deployments.delete("doomed")
+    removed = orchestrator.delete("doomed")
     assert removed and all(r.name == "doomed" for r in removed)
-    assert not [r for r in deployments.list_deployments() if r.name == "doomed"]
+    assert not [r for r in orchestrator.list_deployments() if r.name == "doomed"]
     assert gateway.post("/endpoint/doomed", json={}).status_code == 404

@@ -11,7 +11,7 @@ import pytest
 import ray
 from ray.util import state
 
-from beamray.serve_bridge import deployments
+from beamray import deploy as orchestrator
 from beamray.tasks import client
 from tests.apps import tasks_app
 from tests.tasks.test_task_queue import wait_for
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def deploy(handle):
-    return deployments.deploy(handle.parent.spec_for(handle.func), code_root=REPO)
+    return orchestrator.deploy(handle.parent.spec_for(handle.func), code_root=REPO)
 
 
 def _alive(pid: int) -> bool:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from beamray import callbacks
-from beamray.serve_bridge import deployments
+from beamray import deploy as orchestrator
 from beamray.tasks import client
 from tests.apps import tasks_app
 
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def deploy(handle):
-    return deployments.deploy(handle.parent.spec_for(handle.func), code_root=REPO)
+    return orchestrator.deploy(handle.parent.spec_for(handle.func), code_root=REPO)
 
 
 def wait_for(task_id: str, statuses: tuple[str, ...], timeout: float = 90) -> dict:

@@ -80,3 +80,11 @@ def ship(archive: Path) -> str:
         packaging.upload_package_to_gcs(uri, archive.read_bytes())
     packaging.pin_runtime_env_uri(uri)  # kept until a replica holds its own reference
     return uri
+
+
+def module_root_and_name(file: str) -> tuple[str, str]:
+    """The directory to import from (shipped as the code) and the dotted module name."""
+    path, cwd = os.path.abspath(file), os.getcwd()
+    root = cwd if path.startswith(cwd + os.sep) else os.path.dirname(path)
+    relative = os.path.splitext(os.path.relpath(path, root))[0]
+    return root, relative.replace(os.sep, ".")

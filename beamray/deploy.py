@@ -1,0 +1,209 @@
+"""Deploy, list, stop, delete and restore deployments of every kind: the one orchestrator.
+
+Every deploy of a name is a new version. Web kinds (endpoint, asgi, realtime) become Serve applications
+(``serve_bridge.apps``); queued kinds (task queues, deployed functions, schedules) become queues of the
+task service (``tasks.client``). Each version's record, pickled spec, launch spec (the spec without user
+code) and code archive are kept, so ``restore()`` brings running deployments back after a cluster
+restart without importing any user code in the restoring process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from beamray import cluster, code, locations
+from beamray.exceptions import BeamrayError, DeployError
+from beamray.registry import DeploymentRecord, Registry, new_record
+from beamray.runtime import resources
+from beamray.runtime.image import image_runtime_env
+from beamray.serve_bridge import apps
+from beamray.specs import QUEUED_KINDS, EndpointSpec, TaskQueueSpec, without_user_code
+from beamray.tasks import client
+from beamray.tasks.config import QueueConfig
+
+Spec = EndpointSpec | TaskQueueSpec
+
+
+@dataclass
+class RestoreFailure:
+    """A deployment that a restore could not bring back; its record is marked ``failed`` with ``why``."""
+
+    record: DeploymentRecord
+    why: str
+
+
+def ensure_serve() -> None:
+    """Start Serve and the gateway when they do not run; a fresh start restores the stored deployments."""
+    if apps.start_serve():
+        _report_restore(*restore())
+
+
+def deploy(spec: Spec, code_root: str | os.PathLike[str] | None = None) -> DeploymentRecord:
+    """Deploy ``spec`` as the next version of its name and make it ``latest``."""
+    ensure_serve()
+    registry = Registry()
+    record = new_record(name=spec.name, kind=spec.kind, version=registry.next_version(spec.name),
+                        authorized=spec.serving.authorized, handler=spec.handler, gateway_url=cluster.gateway_url())
+    record.code_path = str(code.package(code_root or os.getcwd()))
+    spec_blob = cloudpickle.dumps(spec)
+    application = _launch(spec, record, spec_blob)
+    if application is not None:
+        apps.run(application, record)
+    registry.save(record, spec_blob, cloudpickle.dumps(without_user_code(spec)))
+    if spec.kind == "schedule":  # Beam: a new version of a schedule disables the previous one
+        for older in registry.records():
+            if older.name == spec.name and older.kind == "schedule" and older.version < record.version:
+                stop(older.deployment_id)
+    return record
+
+
+def list_deployments() -> list[DeploymentRecord]:
+    return Registry().records()
+
+
+def stop(identifier: str) -> list[DeploymentRecord]:
+    """Stop the matching running versions; their records stay (status ``stopped``)."""
+    cluster.connect()
+    registry = Registry()
+    stopped = []
+    for record in _matching(identifier):
+        if record.status == "running":
+            if record.kind in QUEUED_KINDS:
+                client.unregister_queue(record.app_name)
+            else:
+                apps.remove(record.app_name)
+            record = replace(record, status="stopped")
+            registry.save(record)
+        stopped.append(record)
+    return stopped
+
+
+def delete(identifier: str) -> list[DeploymentRecord]:
+    """Stop the matching versions and forget them."""
+    removed = stop(identifier)
+    registry = Registry()
+    for record in removed:
+        registry.remove(record)
+        if record.code_path and not any(r.code_path == record.code_path for r in registry.records()):
+            Path(record.code_path).unlink(missing_ok=True)
+    return removed
+
+
+def restore(timeout: float = 300.0) -> tuple[list[DeploymentRecord], list[RestoreFailure]]:
+    """Redeploy every running (or earlier failed) record whose Serve application is missing.
+
+    Each record is restored on its own: one that cannot come back (its code archive is gone, its
+    resources are not on this cluster, its code fails to load) is marked ``failed`` and reported, and the
+    others are restored all the same. Web apps start together and are waited for together. A failed
+    record is tried again at the next restore.
+    """
+    registry = Registry()
+    present = apps.running_apps()
+    restored: list[DeploymentRecord] = []
+    failures: list[RestoreFailure] = []
+    starting: dict[str, tuple[DeploymentRecord, Any]] = {}
+    for record in registry.records():
+        if record.status not in ("running", "failed") or record.app_name in present:
+            continue
+        try:
+            application = _launch(_launch_spec(registry, record), record, registry.spec_blob(record) or b"")
+        except Exception as exc:  # any failure is this record's own: report it, go on with the rest
+            failures.append(RestoreFailure(record, _one_line(exc)))
+            continue
+        if application is None:
+            restored.append(record)
+        else:
+            starting[record.app_name] = (record, application)
+    if starting:
+        for name, error in apps.run_together(starting, timeout).items():
+            if error is None:
+                restored.append(starting[name][0])
+            else:
+                failures.append(RestoreFailure(starting[name][0], _one_line(DeployError(error))))
+    for record in restored:
+        if record.status == "failed":
+            registry.save(replace(record, status="running", error=""))
+    for failure in failures:
+        registry.save(replace(failure.record, status="failed", error=failure.why))
+    return sorted(restored, key=lambda r: r.app_name), sorted(failures, key=lambda f: f.record.app_name)
+
+
+def _matching(identifier: str) -> list[DeploymentRecord]:
+    found = Registry().find(identifier)
+    if not found:
+        raise BeamrayError(f"no deployment matches {identifier!r} (see `beamray deployment list`)")
+    return found
+
+
+def _actor_options(spec: Spec, record: DeploymentRecord) -> dict[str, Any]:
+    """Ray options for the spec's containers (feasibility checked), with its code, image and stores."""
+    what = f"{spec.kind.capitalize()} {spec.name}"
+    options = resources.resolve(spec.resources, what)
+    runtime_env: dict[str, Any] = locations.actor_runtime_env()
+    runtime_env["working_dir"] = code.ship(Path(record.code_path))
+    image_env = image_runtime_env(spec.runtime.image, what)
+    runtime_env["env_vars"].update(image_env.pop("env_vars", {}))
+    runtime_env.update(image_env)
+    options["runtime_env"] = runtime_env
+    return options
+
+
+def _launch(spec: Spec, record: DeploymentRecord, spec_blob: bytes) -> Any:
+    """Register a queued kind with the task service (returns None), or build the Serve app of a web kind."""
+    options = _actor_options(spec, record)
+    if spec.kind in QUEUED_KINDS:
+        client.register_queue(_queue_config(spec, record, options), spec_blob)
+        return None
+    return apps.web_application(spec, record, spec_blob, options)
+
+
+def _queue_config(spec: TaskQueueSpec, record: DeploymentRecord, options: dict[str, Any]) -> QueueConfig:
+    serving, runtime_env = spec.serving, options.pop("runtime_env")
+    return QueueConfig(
+        queue=record.app_name, kind=spec.kind, name=spec.name, stub_id=record.stub_id, handler=spec.handler,
+        ray_options=options, runtime_env=runtime_env, timeout=spec.timeout, retries=spec.retries, ttl=spec.ttl,
+        callback_url=spec.callback_url, max_pending_tasks=serving.max_pending_tasks, workers=serving.workers,
+        min_containers=serving.min_containers, max_containers=serving.max_containers,
+        tasks_per_container=serving.tasks_per_container, keep_warm_seconds=serving.keep_warm_seconds,
+        schedule=spec.schedule, created_at=record.created_at,
+        public_config={"handler": spec.handler, "workers": serving.workers, "timeout": spec.timeout,
+                       "max_pending_tasks": serving.max_pending_tasks, "callback_url": spec.callback_url,
+                       "keep_warm_seconds": serving.keep_warm_seconds, "authorized": serving.authorized,
+                       "task_policy": {"max_retries": spec.retries, "timeout": spec.timeout, "ttl": spec.ttl},
+                       "autoscaler": {"type": "queue_depth", "max_containers": serving.max_containers,
+                                      "tasks_per_container": serving.tasks_per_container,
+                                      "min_containers": serving.min_containers},
+                       "runtime": {"cpu": int(spec.resources.cpu * 1000), "memory": spec.resources.memory_mib,
+                                   "gpu": ",".join(spec.resources.gpu), "gpu_count": spec.resources.gpu_count}},
+    )
+
+
+def _launch_spec(registry: Registry, record: DeploymentRecord) -> Spec:
+    """The record's spec without user code; a restore never imports the user's module in this process."""
+    if not record.code_path or not Path(record.code_path).exists():
+        raise DeployError(f"its code archive {record.code_path or '(none)'} is gone; deploy it again")
+    launch_blob = registry.launch_blob(record)
+    if launch_blob is None or registry.spec_blob(record) is None:
+        raise DeployError("its stored spec is missing; deploy it again")
+    return cloudpickle.loads(launch_blob)
+
+
+def _one_line(exc: BaseException) -> str:
+    """What went wrong, in one line: the message's first line and, for a traceback, its last."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+
+
+def _report_restore(restored: list[DeploymentRecord], failures: list[RestoreFailure]) -> None:
+    """One line for each deployment a restore brought back or could not, on stderr (stdout stays the caller's)."""
+    for record in restored:
+        print(f"=> Restored {record.name} v{record.version}", file=sys.stderr)
+    for failure in failures:
+        print(f"=> Could not restore {failure.record.name} v{failure.record.version}: {failure.why} "
+              "(marked failed; see `beamray deployment list`)", file=sys.stderr)

@@ -1,0 +1,57 @@
+"""Where beamray's state lives, in one place: the secrets, the durable store, volumes and outputs, and
+the settings a worker process needs to find them.
+
+Only locators travel to workers (a path, a URL, a backend name), never a value. On the embedded cluster
+everything lives under ``BEAMRAY_HOME``; on any other the secrets are in Ray's internal KV, the store in
+Redis (``BEAMRAY_REDIS_URL``) or the KV, and storage wherever ``BEAMRAY_STORAGE_URL`` says.
+"""
+
+from __future__ import annotations
+
+import os
+
+from beamray import config
+
+# Storage settings a worker needs besides the URL (no credentials: nodes bring their own).
+_STORAGE_SETTINGS = ("BEAMRAY_VOLUMES_ROOT", "BEAMRAY_S3_ENDPOINT_URL", "BEAMRAY_S3_ADDRESSING_STYLE", "AWS_REGION",
+                     "AWS_DEFAULT_REGION", "BEAMRAY_VOLUME_SYNC_INTERVAL")
+
+
+def is_embedded() -> bool:
+    """Whether this process uses the embedded local cluster (no address configured)."""
+    return config.configured_address() is None
+
+
+def secrets_locator() -> str:
+    """Where this cluster's secrets are: ``file:<BEAMRAY_HOME>/secrets.json`` (embedded) or ``kv``."""
+    return f"file:{config.home() / 'secrets.json'}" if is_embedded() else "kv"
+
+
+def store_locator() -> str:
+    """Where deployments and task records are: Redis, ``sqlite:<BEAMRAY_HOME>/store.db`` (embedded) or ``raykv``."""
+    if os.environ.get("BEAMRAY_REDIS_URL"):
+        return os.environ["BEAMRAY_REDIS_URL"]
+    return f"sqlite:{config.home() / 'store.db'}" if is_embedded() else "raykv"
+
+
+def storage_url() -> str:
+    """Where volumes and outputs are: ``BEAMRAY_STORAGE_URL`` (a directory or ``s3://…``), else under the home."""
+    return os.environ.get("BEAMRAY_STORAGE_URL") or str(config.home() / "storage")
+
+
+def storage_settings() -> dict[str, str]:
+    """The storage settings a worker needs, with the URL pinned (a worker's own default would differ)."""
+    found = {name: os.environ[name] for name in _STORAGE_SETTINGS if os.environ.get(name)}
+    found["BEAMRAY_STORAGE_URL"] = storage_url()
+    return found
+
+
+def worker_settings() -> dict[str, str]:
+    """What every worker process needs to find this driver's state: its home, secrets, store and storage."""
+    return {"BEAMRAY_HOME": str(config.home()), "BEAMRAY_SECRETS": secrets_locator(),
+            "BEAMRAY_STORE": store_locator(), **storage_settings()}
+
+
+def actor_runtime_env() -> dict[str, dict[str, str]]:
+    """The runtime env of beamray's own actors and containers: the worker settings and the gateway port."""
+    return {"env_vars": {**worker_settings(), "BEAMRAY_HTTP_PORT": str(config.http_port())}}

@@ -1,0 +1,123 @@
+"""Web deployments as Ray Serve applications: Serve and the gateway started, apps built, run and removed.
+
+A web deployment's version is its own Serve application ``<name>-v<N>`` at ``/{kind}/{name}/v<N>``,
+whose ingress is ``BeamrayReplica``. What gets deployed and when is ``beamray.deploy``'s business.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from ray import serve
+
+from beamray import cluster, config, locations
+from beamray.exceptions import ClusterError, DeployError
+from beamray.registry import DeploymentRecord
+from beamray.serve_bridge.gateway import Gateway
+from beamray.serve_bridge.options import deployment_options
+from beamray.serve_bridge.replica import BeamrayReplica
+from beamray.specs import EndpointSpec
+
+GATEWAY_APP = "beamray-gateway"
+
+
+def _http_host() -> str:
+    return os.environ.get("BEAMRAY_HTTP_HOST") or ("127.0.0.1" if locations.is_embedded() else "0.0.0.0")
+
+
+def serve_running() -> bool:
+    try:
+        serve.context._connect(raise_if_no_controller_running=True)
+    except Exception:
+        return False
+    return True
+
+
+def start_serve() -> bool:
+    """Start Serve on the gateway port with the gateway app at ``/``; True when Serve itself was just started
+    (a fresh cluster, whose deployments need restoring)."""
+    cluster.connect()
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    applications = serve.status().applications if serve_running() else None
+    gateway = (applications or {}).get(GATEWAY_APP)
+    if gateway is not None and gateway.status == "RUNNING":
+        return False
+    if applications is None:
+        if locations.is_embedded() and not cluster.port_is_free(config.http_port()):
+            raise ClusterError(cluster.port_taken_message(config.http_port()))
+        serve.start(http_options={"host": _http_host(), "port": config.http_port()},
+                    logging_config={"enable_access_log": False, "log_level": "WARNING"})
+    app = Gateway.options(ray_actor_options={"num_cpus": 0, "runtime_env": locations.actor_runtime_env()})
+    serve.run(app.bind(), name=GATEWAY_APP, route_prefix="/")
+    return applications is None
+
+
+def running_apps() -> set[str]:
+    return set(serve.status().applications)
+
+
+def web_application(spec: EndpointSpec, record: DeploymentRecord, spec_blob: bytes,
+                    actor_options: dict[str, Any]) -> Any:
+    """The Serve application of one version: ``BeamrayReplica`` with the spec's serving options."""
+    options = deployment_options(spec.serving, actor_options)
+    return BeamrayReplica.options(name=spec.name, **options).bind(spec_blob, vars(record))
+
+
+def run(application: Any, record: DeploymentRecord) -> None:
+    """Run one version's app and wait until it serves; a failing start raises ``DeployError`` with its traceback."""
+    try:
+        serve.run(application, name=record.app_name, route_prefix=record.route_prefix)
+    except RuntimeError as exc:
+        raise start_failure(record, str(exc)) from exc
+
+
+def run_together(starting: dict[str, tuple[DeploymentRecord, Any]], timeout: float) -> dict[str, str | None]:
+    """Start several apps at once (``serve.run_many``) and wait for all: app name → None once it serves,
+    else why it did not (a failed app is deleted)."""
+    serve.run_many([serve.RunTarget(application, name=name, route_prefix=record.route_prefix)
+                    for name, (record, application) in starting.items()], wait_for_applications_running=False)
+    outcomes = _wait_started(list(starting), timeout)
+    for name, error in outcomes.items():
+        if error is not None:
+            outcomes[name] = str(start_failure(starting[name][0], error))
+    return outcomes
+
+
+def _wait_started(app_names: list[str], timeout: float) -> dict[str, str | None]:
+    outcomes: dict[str, str | None] = {}
+    deadline = time.monotonic() + timeout
+    while len(outcomes) < len(app_names) and time.monotonic() < deadline:
+        applications = serve.status().applications
+        for name in app_names:
+            status = applications.get(name)
+            if name in outcomes or status is None:
+                continue
+            if status.status == "RUNNING":
+                outcomes[name] = None
+            elif status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                outcomes[name] = status.message or status.status
+        time.sleep(0.25)
+    return {name: outcomes.get(name, f"not running after {timeout:g}s") for name in app_names}
+
+
+def start_failure(record: DeploymentRecord, fallback: str) -> DeployError:
+    """The app's failure with the replica's traceback; the app is deleted (it would keep restarting replicas)."""
+    details = _failure_details(record.app_name) or fallback
+    serve.delete(record.app_name)
+    return DeployError(f"{record.kind.capitalize()} {record.name} v{record.version} failed to start:\n{details}")
+
+
+def _failure_details(app_name: str) -> str:
+    """The replica's traceback, which Serve keeps in the deployment status message."""
+    application = serve.status().applications.get(app_name)
+    if application is None:
+        return ""
+    return "\n".join(d.message for d in application.deployments.values() if d.message) or application.message
+
+
+def remove(app_name: str) -> None:
+    if serve_running():
+        serve.delete(app_name)
