@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from beamray import config, locations
+from beamray import config, locations, ray_private
 from beamray.exceptions import ClusterError
 
 NAMESPACE = "beamray"
@@ -365,10 +365,7 @@ def dashboard_url() -> str | None:
     state = embedded_state() if locations.is_embedded() else None
     if state:
         return state["dashboard_url"]
-    from ray._private.worker import get_dashboard_url
-
-    url = get_dashboard_url()
-    return f"http://{url}" if url and not url.startswith("http") else url or None
+    return ray_private.dashboard_url()
 
 
 def prepare_ray_environment() -> None:
@@ -385,9 +382,7 @@ def prepare_ray_environment() -> None:
         return
     os.environ["RAY_AUTH_MODE"] = "token"
     if "ray" in sys.modules:
-        from ray._raylet import Config
-
-        Config.initialize("")
+        ray_private.reload_auth_config()
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -451,10 +446,7 @@ def connect() -> None:
     import ray
 
     if state is not None:
-        # The head advertises 127.0.0.1; a driver must not rewrite that to the host's public IP.
-        import ray._private.ray_constants as ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
+        ray_private.keep_loopback_address()  # the head advertises 127.0.0.1
     _check_reachable(address)
     _send_cluster_warnings_to_stderr()
     try:
@@ -473,16 +465,4 @@ def connect() -> None:
 def _send_cluster_warnings_to_stderr() -> None:
     """Keep a program's stdout its own: Ray prints cluster-wide warnings (worker start-up storms,
     OOM kills) to the driver's stdout, which breaks ``beamray run app.py > out.txt``."""
-    import ray._private.worker as ray_worker
-
-    print_to_stdstream = ray_worker.print_to_stdstream
-    if getattr(print_to_stdstream, "beamray_wrapped", False):
-        return
-
-    def print_cluster_warnings_to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
-        if data.get("pid") == "raylet":
-            data = {**data, "is_err": True}
-        print_to_stdstream(data, ignore_prefix)
-
-    print_cluster_warnings_to_stderr.beamray_wrapped = True  # type: ignore[attr-defined]
-    ray_worker.print_to_stdstream = print_cluster_warnings_to_stderr
+    ray_private.route_cluster_warnings(lambda line: line.get("pid") == "raylet")

@@ -73,13 +73,9 @@ def ship(archive: Path) -> str:
     Actors (Serve replicas) cannot take a local ``working_dir``; Ray uploads those only for a driver's
     job. The upload is content-addressed, so redeploying unchanged code costs one existence check.
     """
-    from ray._private.runtime_env import packaging
+    from beamray import ray_private
 
-    uri = packaging.get_uri_for_package(archive)
-    if not packaging.package_exists(uri):
-        packaging.upload_package_to_gcs(uri, archive.read_bytes())
-    packaging.pin_runtime_env_uri(uri)  # kept until a replica holds its own reference
-    return uri
+    return ray_private.upload_package(archive)
 
 
 def module_root_and_name(file: str) -> tuple[str, str]:

@@ -19,12 +19,10 @@ POLL_S = 1.0
 
 
 def _kv() -> Any:
-    from beamray import cluster
+    from beamray import cluster, ray_private
 
     cluster.connect()
-    from ray.experimental import internal_kv
-
-    return internal_kv
+    return ray_private.InternalKV(_NAMESPACE)
 
 
 class Signal:
@@ -43,15 +41,15 @@ class Signal:
     def set(self, ttl: int = 600) -> bool:
         """Raise the signal for ``ttl`` seconds."""
         expires = time.time() + ttl
-        _kv()._internal_kv_put(self.name.encode(), str(expires).encode(), overwrite=True, namespace=_NAMESPACE)
+        _kv().put(self.name, str(expires).encode())
         return True
 
     def clear(self) -> bool:
-        _kv()._internal_kv_del(self.name.encode(), namespace=_NAMESPACE)
+        _kv().delete(self.name)
         return True
 
     def is_set(self) -> bool:
-        raw = _kv()._internal_kv_get(self.name.encode(), namespace=_NAMESPACE)
+        raw = _kv().get(self.name)
         return raw is not None and float(raw) > time.time()
 
     def _monitor(self) -> None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from beamray import locations
+from beamray import locations, ray_private
 from beamray.exceptions import SecretNotFoundError
 
 _KV_NAMESPACE = "beamray_secrets"
@@ -127,18 +127,16 @@ class _FileBackend:
 
 
 class _KVBackend:
-    def _get(self, key: str) -> dict | None:
-        from ray.experimental import internal_kv
+    def __init__(self) -> None:
+        self.kv = ray_private.InternalKV(_KV_NAMESPACE)
 
-        raw = internal_kv._internal_kv_get(key.encode(), namespace=_KV_NAMESPACE)
+    def _get(self, key: str) -> dict | None:
+        raw = self.kv.get(key)
         return json.loads(raw) if raw else None
 
     def read(self) -> dict[str, dict]:
-        from ray.experimental import internal_kv
-
         records = {}
-        for key in internal_kv._internal_kv_list(b"", namespace=_KV_NAMESPACE):
-            name = key.decode()
+        for name in self.kv.keys():
             if name.startswith(_RESERVED_PREFIX):
                 continue
             record = self._get(name)
@@ -150,39 +148,26 @@ class _KVBackend:
         return None if name.startswith(_RESERVED_PREFIX) else self._get(name)
 
     def insert(self, name: str, record: dict) -> bool:
-        from ray.experimental import internal_kv
-
-        existed = internal_kv._internal_kv_put(name.encode(), json.dumps(record).encode(), overwrite=False,
-                                               namespace=_KV_NAMESPACE)
-        return not existed
+        return not self.kv.put(name, json.dumps(record).encode(), overwrite=False)
 
     def update(self, name: str, value: str, now: float) -> dict | None:
-        from ray.experimental import internal_kv
-
         record = self.get(name)
         if record is None:
             return None
         record = {**record, "value": value, "updated_at": now}
-        internal_kv._internal_kv_put(name.encode(), json.dumps(record).encode(), overwrite=True,
-                                     namespace=_KV_NAMESPACE)
+        self.kv.put(name, json.dumps(record).encode())
         return record
 
     def remove(self, name: str) -> bool:
-        from ray.experimental import internal_kv
-
-        if name.startswith(_RESERVED_PREFIX):
-            return False
-        return bool(internal_kv._internal_kv_del(name.encode(), namespace=_KV_NAMESPACE))
+        return not name.startswith(_RESERVED_PREFIX) and self.kv.delete(name)
 
     def private_value(self, name: str, make: Callable[[], str]) -> str:
-        from ray.experimental import internal_kv
-
-        key = f"{_RESERVED_PREFIX}{name}".encode()
-        raw = internal_kv._internal_kv_get(key, namespace=_KV_NAMESPACE)
+        key = f"{_RESERVED_PREFIX}{name}"
+        raw = self.kv.get(key)
         if not raw:
             # overwrite=False: when two processes race, the first value stored wins and both read it back.
-            internal_kv._internal_kv_put(key, make().encode(), overwrite=False, namespace=_KV_NAMESPACE)
-            raw = internal_kv._internal_kv_get(key, namespace=_KV_NAMESPACE)
+            self.kv.put(key, make().encode(), overwrite=False)
+            raw = self.kv.get(key)
         return raw.decode()
 
 

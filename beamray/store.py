@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from typing import Protocol
 
-from beamray import locations
+from beamray import locations, ray_private
 
 
 class Store(Protocol):
@@ -87,32 +87,24 @@ class RedisStore:
 
 
 class RayKVStore:
-    _namespace = "beamray_store"
+    def __init__(self) -> None:
+        self.kv = ray_private.InternalKV("beamray_store")
 
     def get(self, key: str) -> bytes | None:
-        from ray.experimental import internal_kv
-
-        return internal_kv._internal_kv_get(key.encode(), namespace=self._namespace)
+        return self.kv.get(key)
 
     def put(self, key: str, value: bytes) -> None:
-        from ray.experimental import internal_kv
-
-        internal_kv._internal_kv_put(key.encode(), value, overwrite=True, namespace=self._namespace)
+        self.kv.put(key, value)
 
     def put_many(self, items: dict[str, bytes]) -> None:
         for key, value in items.items():
             self.put(key, value)
 
     def delete(self, key: str) -> None:
-        from ray.experimental import internal_kv
-
-        internal_kv._internal_kv_del(key.encode(), namespace=self._namespace)
+        self.kv.delete(key)
 
     def scan(self, prefix: str) -> dict[str, bytes]:
-        from ray.experimental import internal_kv
-
-        keys = internal_kv._internal_kv_list(prefix.encode(), namespace=self._namespace)
-        found = {key.decode(): internal_kv._internal_kv_get(key, namespace=self._namespace) for key in keys}
+        found = {key: self.kv.get(key) for key in self.kv.keys(prefix)}
         return {key: value for key, value in found.items() if value is not None}
 
 

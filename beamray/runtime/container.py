@@ -22,24 +22,14 @@ from typing import Any, Callable
 
 import cloudpickle
 
-from beamray import drop_in
-
-
-def _job_driver_paths() -> list[str]:
-    """The folders Ray put on this worker's path for its job's driver (empty outside a Ray worker)."""
-    try:
-        import ray._private.worker as ray_worker
-
-        return list(ray_worker.global_worker.core_worker.get_job_config().py_driver_sys_path)
-    except Exception:  # not a Ray worker, or a Ray without this field: nothing was added
-        return []
+from beamray import drop_in, ray_private
 
 
 def isolate_imports(code_dir: str, handler: str) -> None:
     """Make ``code_dir`` (and the handler's package folder in it) the only user folders on the path."""
     package = handler.partition(":")[0].rpartition(".")[0]
     own = [code_dir] + ([os.path.join(code_dir, *package.split("."))] if package else [])
-    foreign = {os.path.realpath(path) for path in _job_driver_paths()} - {os.path.realpath(code_dir)}
+    foreign = {os.path.realpath(path) for path in ray_private.job_driver_paths()} - {os.path.realpath(code_dir)}
     kept = [path for path in sys.path if path not in own and os.path.realpath(path or ".") not in foreign]
     sys.path[:] = own + kept
 

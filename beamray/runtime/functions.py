@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError, TaskCancelledError, WorkerCrashedError
 
-from beamray import cluster
+from beamray import cluster, ray_private
 from beamray.context import FunctionContext, wants_context
 from beamray.exceptions import RemoteExecutionError
 from beamray.runtime import resources as resource_options
@@ -34,11 +34,9 @@ def stub_id(spec: FunctionSpec) -> str:
 
 def _attempts_so_far(task_id: str) -> int:
     """How many times ``task_id`` failed with a ``retry_for`` exception (Ray exposes no attempt number)."""
-    from ray.experimental import internal_kv
-
-    key = f"beamray/attempts/{task_id}".encode()
-    count = int(internal_kv._internal_kv_get(key, namespace="beamray") or 0) + 1
-    internal_kv._internal_kv_put(key, str(count).encode(), overwrite=True, namespace="beamray")
+    kv, key = ray_private.InternalKV("beamray"), f"beamray/attempts/{task_id}"
+    count = int(kv.get(key) or 0) + 1
+    kv.put(key, str(count).encode())
     return count
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 
+from beamray import ray_private
 from beamray.exceptions import InfeasibleResourcesError
 from beamray.specs import ResourceSpec
 
@@ -25,7 +26,7 @@ _RAY_ACCELERATOR_NAMES = {
     "V100": "V100", "A16": "A16", "A30": "A30", "A40": "A40", "GAUDI2": "Gaudi2",
 }
 ACCELERATOR_MARK = 0.001  # what Ray's own ``accelerator_type=`` option asks for
-SCALABLE_NODE_TYPES_KEY = b"beamray/scalable_node_types"
+SCALABLE_NODE_TYPES_KEY = "beamray/scalable_node_types"
 _NODES_TTL_S = 5.0
 
 
@@ -90,7 +91,7 @@ class _NodeView:
         if not force and time.monotonic() - self._at < _NODES_TTL_S:
             return
         self.totals = [dict(node["Resources"]) for node in ray.nodes() if node.get("Alive")]
-        raw = ray.experimental.internal_kv._internal_kv_get(SCALABLE_NODE_TYPES_KEY, namespace="beamray")
+        raw = ray_private.InternalKV("beamray").get(SCALABLE_NODE_TYPES_KEY)
         self.scalable = json.loads(raw) if raw else []
         self._at = time.monotonic()
 

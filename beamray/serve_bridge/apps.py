@@ -13,7 +13,7 @@ from typing import Any
 
 from ray import serve
 
-from beamray import cluster, config, locations
+from beamray import cluster, config, locations, ray_private
 from beamray.exceptions import ClusterError, DeployError
 from beamray.registry import DeploymentRecord
 from beamray.serve_bridge.gateway import Gateway
@@ -28,20 +28,12 @@ def _http_host() -> str:
     return os.environ.get("BEAMRAY_HTTP_HOST") or ("127.0.0.1" if locations.is_embedded() else "0.0.0.0")
 
 
-def serve_running() -> bool:
-    try:
-        serve.context._connect(raise_if_no_controller_running=True)
-    except Exception:
-        return False
-    return True
-
-
 def start_serve() -> bool:
     """Start Serve on the gateway port with the gateway app at ``/``; True when Serve itself was just started
     (a fresh cluster, whose deployments need restoring)."""
     cluster.connect()
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
-    applications = serve.status().applications if serve_running() else None
+    applications = serve.status().applications if ray_private.serve_controller_running() else None
     gateway = (applications or {}).get(GATEWAY_APP)
     if gateway is not None and gateway.status == "RUNNING":
         return False
@@ -119,5 +111,5 @@ def _failure_details(app_name: str) -> str:
 
 
 def remove(app_name: str) -> None:
-    if serve_running():
+    if ray_private.serve_controller_running():
         serve.delete(app_name)

@@ -38,6 +38,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+from beamray import ray_private
 from beamray.exceptions import BeamrayError
 from beamray.specs import WEB_KINDS
 
@@ -438,12 +439,10 @@ class LogFollower:
         self._lines(chunks())
 
     def _stream(self, suffix: str) -> None:
-        from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
-
         query = urllib.parse.urlencode({"actor_id": self.actor.actor_id, "suffix": suffix, "lines": -1,
                                         "media_type": "stream"})
         request = urllib.request.Request(f"{self.dashboard}/api/v0/logs/stream?{query}",
-                                         headers=get_auth_headers_if_auth_enabled({}))
+                                         headers=ray_private.dashboard_auth_headers())
         try:
             opened = urllib.request.urlopen(request, timeout=None)
         except urllib.error.HTTPError as exc:  # the dashboard says why in the body
@@ -475,8 +474,8 @@ def _own_job_logs_only() -> Callable[[], None]:
     """
     try:
         import ray
-        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 
+        dispatcher = ray_private.worker_output_dispatcher()
         job = ray.get_runtime_context().get_job_id()
         lock, handlers = dispatcher._lock, dispatcher.handlers
     except Exception:
@@ -512,7 +511,7 @@ def _local_log_file(actor: Any, suffix: str) -> str | None:
     try:
         if not ray.is_initialized() or actor.node_id != ray.get_runtime_context().get_node_id():
             return None
-        logs_dir = ray._private.worker.global_worker.node.get_logs_dir_path()
+        logs_dir = ray_private.logs_dir()
     except Exception:
         return None
     deadline = time.monotonic() + 10

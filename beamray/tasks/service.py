@@ -26,6 +26,7 @@ from typing import Any, Callable
 import ray
 from ray.exceptions import RayError
 
+from beamray import ray_private
 from beamray.store import open_store
 from beamray.tasks import records
 from beamray.tasks.config import QueueConfig
@@ -104,10 +105,8 @@ class _Ticks:
 
 def _code_present(config: QueueConfig) -> bool:
     """After a cluster restart the uploaded code is gone from the GCS until the queue is registered again."""
-    from ray._private.runtime_env import packaging
-
     uri = config.runtime_env.get("working_dir")
-    return uri is None or packaging.package_exists(uri)
+    return uri is None or ray_private.package_exists(uri)
 
 
 # The service's enqueue and polling calls stay out of Ray's task events: they are not user work (the
