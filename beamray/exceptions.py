@@ -11,6 +11,7 @@ Beam's own names are kept so that existing ``except`` clauses keep working; ours
         ├── DeployError               a deployment did not become healthy (its traceback in the message)
         ├── InfeasibleResourcesError  no node can ever satisfy a resource request
         ├── SecretNotFoundError       a secret named by a decorator or CLI is missing
+        ├── TaskQueueFullError        a task queue already holds max_pending_tasks
         └── UnsupportedFeatureError   a Beam feature beamray does not implement
 """
 
@@ -57,6 +58,10 @@ class InfeasibleResourcesError(BeamrayError):
             f"{what} asks for {_format_resources(requested)}, which no node of the cluster can provide "
             f"(nodes: {nodes}). Lower the request, or add a node that has it."
         )
+
+
+class TaskQueueFullError(BeamrayError):
+    """A task queue holds ``max_pending_tasks`` already (HTTP 429); the task was not enqueued."""
 
 
 class SecretNotFoundError(BeamrayError, KeyError):

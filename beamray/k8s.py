@@ -7,7 +7,7 @@ documents with the RayCluster's worker groups replaced by groups generated from 
 * ``cpu``, sized for the largest CPU-only request (its placement, env and replica bounds come from the
   overlay's ``cpu`` group);
 * one group per GPU type the app names (every type of every priority list), scaling from zero, that
-  advertises the Ray resource ``beamray.runtime.resources.gpu_resource`` asks for. AWS types get the
+  advertises the Ray resource ``beamray.gpus.gpu_resource`` asks for. AWS types get the
   cheapest instance of their family whose worker Pod fits the largest request (one Pod per node, all its
   GPUs); other types are sized on a ladder and selected by a GPU label.
 
@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping
 
 from beamray.adapters.parsing import parse_gpu
 from beamray.exceptions import BeamrayError
+from beamray.gpus import gpu_resource
 from beamray.specs import ResourceSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,23 +43,8 @@ MEMORY_LADDER_GIB = (2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 7
 PER_GPU_FLOOR = (8, 32)  # CPU, GiB per GPU for groups without an instance catalog (an RTX 4090 box)
 DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
-# Beam GPU type -> Ray resource: a copy of beamray.runtime.resources (which imports Ray); a test keeps them equal.
-_RAY_ACCELERATOR_NAMES = {
-    "A10G": "A10G", "A10": "A10", "A100": "A100", "A100-40": "A100-40G", "A100-80": "A100-80G", "H100": "H100",
-    "H200": "H200", "GH200": "GH200", "B200": "B200", "B300": "B300", "L4": "L4", "L40S": "L40S", "T4": "T4",
-    "V100": "V100", "A16": "A16", "A30": "A30", "A40": "A40", "GAUDI2": "Gaudi2",
-}
-
-
 class ManifestError(BeamrayError):
     """The app's requests cannot be turned into a RayCluster (no node fits, conflicting images, ...)."""
-
-
-def ray_resource(gpu_type: str) -> str:
-    """The Ray resource beamray requests for ``gpu_type`` (same as ``runtime.resources.gpu_resource``)."""
-    if gpu_type in _RAY_ACCELERATOR_NAMES:
-        return f"accelerator_type:{_RAY_ACCELERATOR_NAMES[gpu_type]}"
-    return gpu_type
 
 
 @dataclass(frozen=True)
@@ -246,7 +232,7 @@ def _plan(gpu: str | None, group: list[AppRequest], provisioned: set[str] | None
                      need=(cpu, mem_mib, max(gpus, 1) if gpu else 0))
     _size(plan, provisioned)
     if gpu:  # accelerator_type:<T> is auto-detected (1); a custom resource counts GPUs, like the limit
-        key = ray_resource(gpu)
+        key = gpu_resource(gpu)
         plan.advertise = {key: 1 if key.startswith("accelerator_type:") else plan.gpus}
     images = sorted({r.base_image for r in group if r.base_image})
     if len(images) > 1:
@@ -376,7 +362,7 @@ def annotate(text: str, plans: list[GroupPlan], header: list[str]) -> str:
             current = by_name[m.group(2)]
             pad = m.group(1) + "# "
             served = ", ".join(current.handlers) or "no handler of the app yet (--gpus)"
-            what = f"{current.gpu_type} ({ray_resource(current.gpu_type)})" if current.gpu_type else "CPU only"
+            what = f"{current.gpu_type} ({gpu_resource(current.gpu_type)})" if current.gpu_type else "CPU only"
             out.append(f"{pad}---- {current.name}: {what}; serves {served}")
             out += [pad + note for note in current.notes + current.warnings]
             out.append(f"{pad}Pod {current.cpu} CPU, {current.mem_gib}Gi, {current.gpus} GPU; largest request "

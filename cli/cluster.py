@@ -38,7 +38,7 @@ def up(num_cpus: float | None, num_gpus: int | None, resources: str | None, gpus
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--resources") from exc
     if gpus:
-        from beamray.runtime.resources import emulated_gpus
+        from beamray.gpus import emulated_gpus
 
         emulated_count, emulated = emulated_gpus(_parse_gpus(gpus))
         num_gpus = (num_gpus or 0) + emulated_count

@@ -56,7 +56,7 @@ def next_step(exc: BaseException) -> str:
 
     if not isinstance(exc, InfeasibleResourcesError) or not locations.is_embedded():
         return ""
-    from beamray.runtime.resources import beam_gpu_type
+    from beamray.gpus import beam_gpu_type
 
     wanted = exc.requested
     flags = [f"--gpu {gpu_type}" + (f":{int(wanted['GPU'])}" if wanted.get("GPU", 1) > 1 else "")

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 # both sides of the spec boundary speak, importable from anywhere, and imports only itself.
 LAYERS = ("vocabulary", "state", "engine", "adapters", "cli")
 VOCABULARY = {"beamray.exceptions", "beamray.specs", "beamray.context", "beamray.env", "beamray.drop_in",
-              "beamray.adapters.types", "beamray.adapters.parsing"}
+              "beamray.gpus", "beamray.adapters.types", "beamray.adapters.parsing"}
 STATE = {"beamray.config", "beamray.locations", "beamray.cluster", "beamray.store", "beamray.registry",
          "beamray.secrets", "beamray.storage", "beamray.volumes", "beamray.ray_private"}
 ADAPTERS = {"beamray", "beamray.experimental"}

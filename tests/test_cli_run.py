@@ -19,7 +19,7 @@ def beamray(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def test_run_executes_an_unchanged_beam_program(ray_cluster):
-    result = beamray("run", str(APPS / "square_map.py"))
+    result = beamray("run", str(APPS.parent / "conformance" / "apps" / "square_map" / "app.py"))
     assert result.returncode == 0, result.stderr
     assert [int(line) for line in result.stdout.split()] == [i**2 for i in range(10)]
 

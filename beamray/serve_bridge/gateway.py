@@ -17,13 +17,13 @@ from typing import Any
 from ray import serve
 
 from beamray.registry import DeploymentRecord, Registry
-from beamray.serve_bridge.http_app import PayloadError, parse_payload
+from beamray.exceptions import TaskQueueFullError
+from beamray.serve_bridge.http_app import MAX_BODY_BYTES, PayloadError, parse_payload
 from beamray.specs import QUEUED_KINDS, Kind
 
 _KIND_NAMES = frozenset(kind.value for kind in Kind)
 
 _CACHE_S = 1.0
-MAX_BODY = 16 * 2**20
 
 
 def _json(status: int, body: Any) -> dict[str, Any]:
@@ -129,7 +129,7 @@ class GatewayApp:
         while True:
             message = await receive()
             body.extend(message.get("body", b""))
-            if len(body) > MAX_BODY:
+            if len(body) > MAX_BODY_BYTES:
                 return None
             if not message.get("more_body"):
                 return bytes(body)
@@ -150,7 +150,6 @@ class GatewayApp:
     async def _enqueue(self, record: DeploymentRecord, path: str, public: bool, scope: dict[str, Any],
                        receive: Any) -> dict[str, Any]:
         from beamray.tasks import client
-        from beamray.tasks.service import QueueFullError
 
         if record.authorized and not self._auth_ok(scope):
             return _json(401, {"error": "Unauthorized"})
@@ -172,7 +171,7 @@ class GatewayApp:
         try:
             task_id = await client.service().submit.remote(record.app_name, args, kwargs)
         except Exception as exc:  # Ray wraps the service's error
-            if isinstance(getattr(exc, "cause", None), QueueFullError):
+            if isinstance(getattr(exc, "cause", None), TaskQueueFullError):
                 return _json(429, {"error": str(exc.cause)})
             raise
         return _json(200, {"task_id": task_id})

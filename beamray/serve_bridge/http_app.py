@@ -42,6 +42,8 @@ from starlette.responses import Response
 from beamray.context import FunctionContext, wants_context
 from beamray.specs import WEB_KINDS
 
+MAX_BODY_BYTES = 16 * 2**20  # Beam's request limit: larger bodies get 413
+
 __all__ = ["ASGIApp", "PayloadError", "build_app", "parse_payload"]
 
 Scope = MutableMapping[str, Any]
@@ -859,7 +861,7 @@ def build_app(
     authorize: Callable[[str | None], bool] | None,
     concurrency: int = 1,
     timeout: float | None = 180.0,
-    max_body_bytes: int = 16 * 2**20,
+    max_body_bytes: int = MAX_BODY_BYTES,
     callback_url: str = "",
 ) -> ASGIApp:
     """Build the ASGI app one replica serves for an endpoint, asgi or realtime deployment.

@@ -14,11 +14,7 @@ from beamray import cluster, locations
 from beamray.exceptions import BeamrayError
 from beamray.tasks import records
 from beamray.tasks.config import QueueConfig
-from beamray.tasks.service import SERVICE_NAME, QueueFullError, TaskService
-
-
-class TaskQueueFullError(BeamrayError):
-    """A task queue holds ``max_pending_tasks`` already."""
+from beamray.tasks.service import SERVICE_NAME, TaskService
 
 
 class TaskNotFoundError(BeamrayError, KeyError):
@@ -88,8 +84,6 @@ class _Enqueuer:
                     self._waiting[0].done.set()
                 else:
                     self._sending = False
-        if isinstance(mine.outcome, QueueFullError):
-            raise TaskQueueFullError(str(mine.outcome)) from None
         if isinstance(mine.outcome, BaseException):
             raise mine.outcome
         return mine.outcome

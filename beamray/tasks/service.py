@@ -27,6 +27,7 @@ import ray
 from ray.exceptions import RayError
 
 from beamray import ray_private
+from beamray.exceptions import TaskQueueFullError
 from beamray.store import open_store
 from beamray.tasks import records
 from beamray.tasks.config import QueueConfig
@@ -39,10 +40,6 @@ SERVICE_NAME = "beamray-task-service"
 DEFAULT_TTL_S = 7200.0
 _QUEUES = "taskqueues/"
 _NO_STATS = {"active_containers": 0, "queue_depth": 0}  # a queue that is not running
-
-
-class QueueFullError(Exception):
-    """The queue already holds ``max_pending_tasks`` tasks (HTTP 429)."""
 
 
 @dataclass(eq=False)  # identity: two launches are never the same one
@@ -192,24 +189,24 @@ class TaskService:
 
     @_quiet
     async def submit_many(self, queue_id: str, items: list[tuple[list[Any], dict[str, Any], str]]
-                          ) -> list[str | QueueFullError]:
+                          ) -> list[str | TaskQueueFullError]:
         """Enqueue ``(args, kwargs, callback_url)`` items: each gets a task id, or the error that refused it."""
         await self._start()
         queue = self.queues.get(queue_id)
         if queue is None:
             raise KeyError(f"task queue {queue_id} is not running")
-        outcomes: list[str | QueueFullError] = []
+        outcomes: list[str | TaskQueueFullError] = []
         for args, kwargs, callback_url in items:
             try:
                 outcomes.append(self._enqueue(queue, args, kwargs, callback_url))
-            except QueueFullError as exc:
+            except TaskQueueFullError as exc:
                 outcomes.append(exc)
         await self.journal.durable()
         return outcomes
 
     def _enqueue(self, queue: _Queue, args: list[Any], kwargs: dict[str, Any], callback_url: str) -> str:
         if len(queue.pending) + len(queue.queued) >= queue.config.max_pending_tasks:
-            raise QueueFullError(f"task queue {queue.config.name} already holds "
+            raise TaskQueueFullError(f"task queue {queue.config.name} already holds "
                                  f"{queue.config.max_pending_tasks} pending tasks (max_pending_tasks)")
         now = time.time()
         record = TaskRecord(id=str(uuid.uuid4()), queue=queue.config.queue, name=queue.config.name,
@@ -282,7 +279,7 @@ class TaskService:
 
     def _dispatch_once(self, queue: _Queue, ticks: _Ticks | None) -> None:
         if ticks is not None and ticks.due():
-            with contextlib.suppress(QueueFullError):
+            with contextlib.suppress(TaskQueueFullError):
                 self._enqueue(queue, [], {}, "")
         self._expire(queue)
         self._time_out(queue)

@@ -6,10 +6,7 @@ Everything goes through the ``user`` fixture's ``beamray`` subprocesses and real
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import re
 import threading
@@ -21,6 +18,7 @@ from typing import Any, Iterator
 import httpx
 
 from tests.conformance.conftest import wait_for
+from tests.test_callbacks import verify_signature  # Beam's docs' code, verbatim
 
 # Statuses after which a task never changes again (Beam's "Querying Task Status"; ERROR is the SDK's FAILED).
 TERMINAL = {"COMPLETE", "FAILED", "ERROR", "CANCELLED", "TIMEOUT", "EXPIRED"}
@@ -187,24 +185,6 @@ class CallbackReceiver:
 def signing_key(user) -> str:
     """The cluster's callback signing key (Beam's dashboard "signature token"): ``$BEAMRAY_HOME/signing_key``."""
     return (user.home / ".beamray" / "signing_key").read_text().strip()
-
-
-# Beam docs › Task Callbacks › Validating a Signature (verbatim).
-def verify_signature(
-    request_body: bytes, secret_key: str, timestamp: int, signature: str
-):
-    # Encode request body to Base64
-    base64_payload = base64.b64encode(request_body).decode()
-
-    # Create data to sign by concatenating base64 payload with timestamp
-    data_to_sign = f"{base64_payload}:{timestamp}"
-
-    # Initialize HMAC with SHA256 and secret key
-    h = hmac.new(secret_key.encode(), data_to_sign.encode(), hashlib.sha256)
-
-    # Compute the HMAC signature
-    computed_signature = h.hexdigest()
-    assert signature == computed_signature
 
 
 def check_callback(user, request: dict[str, Any], status: str = "COMPLETE") -> str:

@@ -12,7 +12,7 @@ from tests.conformance.conftest import User
 
 def test_the_first_command_on_a_fresh_machine_starts_the_cluster_and_runs(user: User) -> None:
     assert not (user.home / ".ray" / "auth_token").exists()
-    project = user.project("first_run")
+    project = user.project("square_map", folder="first-run")
 
     result = user.beamray("run", "app.py", cwd=project)
 

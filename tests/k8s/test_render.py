@@ -263,12 +263,12 @@ def test_any_gpu_alone_needs_a_type():
     assert [p.name for p in plans] == ["cpu", "t4"] and plans[1].handlers == ["app:any"]
 
 
-def test_gpu_mapping_matches_the_runtimes():
-    from beamray.runtime.resources import gpu_resource
+def test_every_beam_gpu_type_maps_to_a_ray_resource_and_back():
+    from beamray.gpus import beam_gpu_type, gpu_resource
 
     for gpu in GpuType:
         if gpu.value not in ("", "any"):
-            assert k8s.ray_resource(gpu.value) == gpu_resource(gpu.value), gpu
+            assert beam_gpu_type(gpu_resource(gpu.value)) == gpu.value, gpu
 
 
 def test_compiler_imports_no_ray():

@@ -12,6 +12,7 @@ import ray
 from ray.util import state
 
 from beamray import deploy as orchestrator
+from beamray.exceptions import TaskQueueFullError
 from beamray.tasks import client
 from tests.apps import tasks_app
 from tests.tasks.test_task_queue import wait_for
@@ -74,7 +75,7 @@ def test_concurrent_enqueues_share_calls_and_each_caller_gets_its_own_outcome(ga
     def enqueue(_: int) -> str:
         try:
             return client.submit(queue, [], {"seconds": 60})
-        except client.TaskQueueFullError as exc:
+        except TaskQueueFullError as exc:
             return f"full: {exc}"
 
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
