@@ -118,23 +118,27 @@ class TaskService:
         self.journal = Journal(self.store)
         self.tasks: dict[str, TaskRecord] = {}
         self.queues: dict[str, _Queue] = {}
+        self.known: dict[str, QueueConfig] = {}  # every registered queue version, running or not (yet)
         self._callbacks = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="beamray-callback")
         self._started = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
     async def _start(self) -> None:
+        """Load the records and queues once (no await inside: nothing interleaves). A load that fails
+        leaves the service unstarted, so the next call tries again instead of serving an empty service."""
         if self._started:
             return
-        self._started = True
         for record in self.journal.load():
             self.tasks[record.id] = record
         for key, raw in self.store.scan(_QUEUES).items():
             if key.endswith("/config"):
                 config = QueueConfig.from_json(raw)
+                self.known[config.queue] = config
                 blob = self.store.get(f"{_QUEUES}{config.queue}/spec")
                 if blob is not None and _code_present(config):
                     self._activate(config, blob)  # else a restore will register it again with fresh code
+        self._started = True
         for record in sorted(self.tasks.values(), key=lambda r: r.created_at):
             if record.status == records.RUNNING:  # its worker died with the previous service
                 self._retry_or_fail(record, "the task service restarted while the task ran")
@@ -160,6 +164,7 @@ class TaskService:
         await self._start()
         self.store.put(f"{_QUEUES}{config.queue}/spec", spec_blob)
         self.store.put(f"{_QUEUES}{config.queue}/config", config.to_json())
+        self.known[config.queue] = config
         queue = self._activate(config, spec_blob)
         for record in sorted(self.tasks.values(), key=lambda r: r.created_at):
             if record.queue == config.queue and record.status in (records.PENDING, records.RETRY) \
@@ -171,6 +176,7 @@ class TaskService:
         """Stop taking work from a queue version; its pending tasks stay PENDING (and expire)."""
         await self._start()
         queue = self.queues.pop(queue_id, None)
+        self.known.pop(queue_id, None)
         if queue:
             queue.pool.close()
             if queue.loop:
@@ -398,12 +404,15 @@ class TaskService:
     # --- state changes -------------------------------------------------------------------------------
 
     def _retry_or_fail(self, record: TaskRecord, error: str) -> None:
+        """Retry while attempts remain; a queue not registered again yet (after a restart) takes its
+        retried tasks when it is."""
         queue = self.queues.get(record.queue)
-        retries = queue.config.retries if queue else 0
-        if record.attempts <= retries and queue is not None:
+        config = queue.config if queue else self.known.get(record.queue)
+        if config is not None and record.attempts <= config.retries:
             record.status, record.error, record.updated_at = records.RETRY, error, time.time()
             self._save(record)
-            queue.pending.append(record.id)
+            if queue is not None:
+                queue.pending.append(record.id)
         else:
             self._finish(record, records.FAILED, result=None, error=error)
 
