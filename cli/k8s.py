@@ -16,7 +16,8 @@ from typing import Any
 import click
 
 from beamray.cli.common import beamray_errors, say
-from beamray.cli.loading import module_root_and_name, split_target
+from beamray.cli.loading import split_target
+from beamray.code import module_root_and_name
 
 DEFAULT_BASE = "k8s/kuberay/overlays/eks-gpu"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
