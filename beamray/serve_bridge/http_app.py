@@ -1,21 +1,14 @@
 """The ASGI app that sits in one Serve replica in front of a user's endpoint, asgi or realtime handler.
 
 Pure ASGI (no Ray import), so it runs and is tested under any ASGI server. It does what Beam's container
-runner and gateway do for one request: auth, ``/warmup`` and ``/health``, the 16 MiB body limit, Beam's
-payload convention (``parse_payload``), ``context`` injection, a per-replica concurrency limit with an
-in-process queue, a per-request timeout and Beam's response shapes (JSON, passthrough, ``data:`` streams).
+runner does for one request, per kind: auth, ``/warmup`` and ``/health``, ``context`` injection, Beam's
+response shapes (JSON, passthrough, ``data:`` streams), realtime WebSocket messages, a mounted ASGI app.
+Payloads, framing and limits are ``asgi.py``'s; concurrency and deadlines are ``runner.py``'s (the
+timeout also covers a streamed generator response).
 
 Paths are matched relative to the mount point: Ray Serve keeps the full path and sets ``root_path`` to
 the route prefix; servers that strip the prefix are handled too.
 
-Design notes:
-- Concurrency: at most ``concurrency`` handler calls at once (``asyncio.Semaphore``). Excess requests
-  wait here instead of being refused, because Serve's router degrades when requests exceed
-  ``max_ongoing_requests``; the caller sets that high and lets this queue absorb bursts.
-- Timeout: the clock starts once the body is read and covers queueing plus the call; for endpoints it
-  also covers a streamed (generator) response. An async handler is cancelled. A sync handler's thread
-  cannot be stopped: the client gets its 504 at once, the thread finishes in the background and keeps its
-  concurrency slot until then, so ``concurrency`` stays a true bound on running handler code.
 - WebSocket auth failure: when the server offers the ``websocket.http.response`` extension (uvicorn does,
   and Serve passes uvicorn's scope through) the handshake is refused with a real HTTP 401 and a JSON body
   (websockets clients raise ``InvalidStatus`` with status 401). Otherwise the socket is accepted and closed
@@ -25,277 +18,29 @@ Design notes:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 import json
 import logging
-import math
 import traceback
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Awaitable, Callable, MutableMapping
+from typing import Any, Callable
 from urllib.parse import parse_qsl, quote
 
 from starlette.responses import Response
 
 from beamray.context import FunctionContext, wants_context
+from beamray.serve_bridge.asgi import (BAD_PAYLOAD, HEALTH, MAX_BODY_BYTES, METHOD_NOT_ALLOWED,
+                                       NOT_FOUND, TOO_LARGE, UNAUTHORIZED, ASGIApp, Disconnected, Message,
+                                       PayloadError, Receive, Scope, Send, TooLarge, declared_too_large, dumps,
+                                       event_frame, header_map, is_asgi3, is_async_callable, parse_payload,
+                                       read_body, relative_path, send_empty, send_error, send_json, ws_reject)
+from beamray.serve_bridge.runner import HandlerRunner, Slot, TimedOut, consume
 from beamray.specs import WEB_KINDS
 
-MAX_BODY_BYTES = 16 * 2**20  # Beam's request limit: larger bodies get 413
-
-__all__ = ["ASGIApp", "PayloadError", "build_app", "parse_payload"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+__all__ = ["ASGIApp", "MAX_BODY_BYTES", "PayloadError", "build_app", "parse_payload"]
 
 logger = logging.getLogger(__name__)
-
-
-
-class PayloadError(ValueError):
-    """The request body is not what Beam's gateway accepts (answered with 400)."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Payload: Beam's gateway convention (beta9 task.SerializeHttpPayload)
-# --------------------------------------------------------------------------------------------------
-
-
-def parse_payload(body: bytes, query: list[tuple[str, str]]) -> tuple[list, dict]:
-    """Turn a request body and query into ``(args, kwargs)`` exactly as Beam's gateway does.
-
-    An empty body (or JSON ``null``) gives no arguments. A JSON object uses its ``"args"`` list and
-    ``"kwargs"`` object when present; otherwise the remaining object becomes kwargs. Query parameters are
-    merged into kwargs last: numeric strings become floats, a repeated parameter becomes a list (of
-    floats when all are numeric, else of the raw strings). Anything else raises ``PayloadError``.
-    """
-    args: list = []
-    kwargs: dict = {}
-    if body.strip():
-        try:
-            payload = json.loads(body)
-        except ValueError:  # includes JSONDecodeError and UnicodeDecodeError
-            raise PayloadError("invalid request payload") from None
-        if payload is not None and not isinstance(payload, dict):
-            raise PayloadError("invalid request payload")
-        if payload:
-            if isinstance(payload.get("args"), list):
-                args = payload.pop("args")
-            if isinstance(payload.get("kwargs"), dict):
-                kwargs = payload.pop("kwargs")  # other leftover keys are dropped, as in Beam
-            elif payload:
-                kwargs = payload
-    if query:
-        grouped: dict[str, list[str]] = {}
-        for key, value in query:
-            grouped.setdefault(key, []).append(value)
-        for key, values in grouped.items():
-            if len(values) == 1:
-                kwargs[key] = _numeric(values[0])
-            else:
-                converted = [_numeric(v) for v in values]
-                kwargs[key] = converted if all(type(c) is float for c in converted) else values
-    return args, kwargs
-
-
-def _numeric(text: str) -> Any:
-    """Go's ``strconv.ParseFloat`` semantics: a float when it parses, the string otherwise."""
-    if not text or not text.isascii() or "_" in text or text[0].isspace() or text[-1].isspace():
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    if math.isinf(value) and "inf" not in text.lower():  # Go reports overflow as an error
-        return text
-    return value
-
-
-# --------------------------------------------------------------------------------------------------
-# Small ASGI helpers
-# --------------------------------------------------------------------------------------------------
-
-
-def _dumps(value: Any) -> bytes:
-    """Starlette JSONResponse's compact form, with ``str`` for what JSON cannot encode."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
-
-
-def _event(item: Any) -> bytes:
-    """One streamed item as Beam frames it: ``data: <json>\\n\\n``; non-dicts wrapped in ``{"data": …}``."""
-    if not isinstance(item, dict):
-        item = {"data": item}
-    return b"data: " + json.dumps(item, default=str).encode("utf-8") + b"\n\n"
-
-
-_JSON = (b"content-type", b"application/json")
-
-
-async def _send_json(send: Send, status: int, body: bytes, headers: tuple = ()) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [_JSON, (b"content-length", str(len(body)).encode()), *headers],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_error(send: Send, status: int, message: str, headers: tuple = ()) -> None:
-    await _send_json(send, status, _dumps({"error": message}), headers)
-
-
-_HEALTH = _dumps({"status": "ok"})
-_NOT_FOUND = _dumps({"error": "not found"})
-_UNAUTHORIZED = _dumps({"error": "Unauthorized"})
-_TOO_LARGE = _dumps({"error": "payload too large"})
-_BAD_PAYLOAD = _dumps({"error": "invalid request payload"})
-_METHOD_NOT_ALLOWED = _dumps({"error": "method not allowed"})
-
-
-async def _send_empty(send: Send, status: int = 200) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})
-    await send({"type": "http.response.body", "body": b""})
-
-
-def _relative(scope: Scope) -> str:
-    """The path below the mount point, whether or not the server kept ``root_path`` in ``path``."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        path = path[len(root) :]
-    return path or "/"
-
-
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    return {key.lower(): value for key, value in scope.get("headers", ())}
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Disconnected(Exception):
-    pass
-
-
-class _TimedOut(Exception):
-    pass
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body, never more than ``limit`` bytes (raises ``_TooLarge``)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _declared_too_large(headers: dict[bytes, bytes], limit: int) -> bool:
-    value = headers.get(b"content-length")
-    if value is None:
-        return False
-    try:
-        return int(value) > limit
-    except ValueError:
-        return False
-
-
-async def _ws_reject(scope: Scope, receive: Receive, send: Send, status: int, body: bytes) -> None:
-    """Refuse a WebSocket handshake so that clients can see why (see the module docstring)."""
-    message = await receive()
-    if message["type"] != "websocket.connect":
-        return
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": status,
-                "headers": [_JSON, (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": body})
-        return
-    await send({"type": "websocket.accept"})
-    reason = "Unauthorized" if status == 401 else "not found"
-    await send({"type": "websocket.close", "code": 4000 + status, "reason": reason})
-
-
-def _is_asgi3(app: Any) -> bool:
-    """Beam's check: a coroutine function, or an object whose ``__call__`` is one."""
-    if inspect.isclass(app) or not callable(app):
-        return False
-    if inspect.iscoroutinefunction(app):
-        return True
-    return inspect.iscoroutinefunction(getattr(app, "__call__", None))
-
-
-def _is_async_callable(func: Any) -> bool:
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = getattr(func, "__call__", None)
-    return not inspect.isfunction(func) and inspect.iscoroutinefunction(call)
-
-
-def _consume(task: asyncio.Future) -> None:
-    """Retrieve an abandoned task's outcome so asyncio does not log it as never retrieved."""
-    if not task.cancelled():
-        task.exception()
-
-
-# --------------------------------------------------------------------------------------------------
-# Concurrency slots and handler invocation
-# --------------------------------------------------------------------------------------------------
-
-
-class _Slot:
-    """One of ``concurrency`` permits; a thread that outlives its request keeps it until it returns."""
-
-    __slots__ = ("_sem", "_released", "_detached")
-
-    def __init__(self, sem: asyncio.Semaphore) -> None:
-        self._sem = sem
-        self._released = False
-        self._detached = False
-
-    @property
-    def detached(self) -> bool:
-        return self._detached
-
-    def release(self) -> None:
-        if not self._released and not self._detached:
-            self._released = True
-            self._sem.release()
-
-    def detach(self, future: Future) -> None:
-        """Hand the permit to a still-running thread: it is released when that thread finishes."""
-        if self._detached or self._released:
-            return
-        self._detached = True
-        loop = asyncio.get_running_loop()
-
-        def done(_: Future) -> None:
-            try:
-                loop.call_soon_threadsafe(self._sem.release)
-            except RuntimeError:  # loop closed: nobody is waiting any more
-                pass
-
-        future.add_done_callback(done)
 
 
 class _Bridge:
@@ -317,22 +62,17 @@ class _Bridge:
         self._handler = handler
         self._make_context = make_context
         self._authorize = authorize
-        self._concurrency = concurrency
-        self._timeout = timeout if timeout and timeout > 0 else None
         self._max_body = max_body_bytes
-        self._sem = asyncio.Semaphore(concurrency)
-        self._pool_: ThreadPoolExecutor | None = None
         self._app: ASGIApp | None = handler if kind == "asgi" else None
+        web_handler = kind != "asgi"
+        self._runner = HandlerRunner(
+            handler, concurrency, timeout, is_async=web_handler and is_async_callable(handler),
+            call_inline=web_handler and (inspect.isgeneratorfunction(handler) or inspect.isasyncgenfunction(handler)))
         if kind == "asgi":
             return
         self._wants_context = wants_context(handler)
-        self._is_async = _is_async_callable(handler)
-        # Calling a generator function runs none of its code: do it on the loop, iterate in threads.
-        self._call_inline = inspect.isgeneratorfunction(handler) or inspect.isasyncgenfunction(handler)
         if kind == "realtime":
             self._event_arg = _event_argument(handler)
-
-    # ---- plumbing -----------------------------------------------------------------------------
 
     @staticmethod
     def _callback(url: str | None, task_id: str, status: str, data: Any) -> None:
@@ -342,103 +82,11 @@ class _Bridge:
 
             asyncio.get_running_loop().run_in_executor(None, callbacks.send, url, task_id, status, data)
 
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._pool_ is None:
-            self._pool_ = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="beamray-handler")
-        return self._pool_
-
-    def _deadline(self) -> float | None:
-        return None if self._timeout is None else asyncio.get_running_loop().time() + self._timeout
-
-    @staticmethod
-    def _remaining(deadline: float | None) -> float | None:
-        return None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
-
-    def _timeout_message(self) -> str:
-        return f"Task timed out after {self._timeout:g}s"
-
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         if self._authorize is None:
             return True
         value = headers.get(b"authorization")
         return bool(self._authorize(None if value is None else value.decode("latin-1")))
-
-    async def _acquire(self, deadline: float | None) -> _Slot:
-        if deadline is None or not self._sem.locked():
-            await self._sem.acquire()
-        else:
-            try:
-                await asyncio.wait_for(self._sem.acquire(), self._remaining(deadline))
-            except asyncio.TimeoutError:
-                raise _TimedOut from None
-        return _Slot(self._sem)
-
-    async def _in_thread(self, func: Callable[[], Any], slot: _Slot, deadline: float | None) -> Any:
-        """Run ``func`` in the handler pool; on timeout or cancellation the thread keeps the slot."""
-        cfut = self._pool().submit(contextvars.copy_context().run, func)
-        afut = asyncio.wrap_future(cfut)
-        try:
-            done, _ = await asyncio.wait((afut,), timeout=self._remaining(deadline))
-        except BaseException:
-            slot.detach(cfut)
-            afut.cancel()
-            raise
-        if not done:
-            slot.detach(cfut)
-            afut.cancel()
-            raise _TimedOut
-        return afut.result()
-
-    async def _on_loop(self, awaitable: Awaitable[Any], deadline: float | None) -> Any:
-        """Await user code, cancelling it at the deadline (a ``TimeoutError`` it raises stays a 500)."""
-        if deadline is None:
-            return await awaitable
-        task = asyncio.ensure_future(awaitable)
-        try:
-            done, _ = await asyncio.wait((task,), timeout=self._remaining(deadline))
-        except BaseException:
-            task.cancel()
-            task.add_done_callback(_consume)
-            raise
-        if not done:
-            task.cancel()
-            task.add_done_callback(_consume)
-            raise _TimedOut
-        return task.result()
-
-    async def _call(self, func: Callable[[], Any], slot: _Slot, deadline: float | None) -> Any:
-        """Call the handler the way its kind needs: awaited, inline, or in a thread."""
-        if self._is_async:
-            return await self._on_loop(func(), deadline)
-        result = func() if self._call_inline else await self._in_thread(func, slot, deadline)
-        if inspect.isawaitable(result):
-            result = await self._on_loop(result, deadline)
-        return result
-
-    async def _items(self, result: Any, slot: _Slot, deadline: float | None):
-        """Yield a generator's items, sync ones pulled in the handler pool, all under the deadline."""
-        if inspect.isasyncgen(result):
-            while True:
-                try:
-                    yield await self._on_loop(result.__anext__(), deadline)
-                except StopAsyncIteration:
-                    return
-        else:
-            end = object()
-            pull = functools.partial(next, result, end)
-            while True:
-                item = await self._in_thread(pull, slot, deadline)
-                if item is end:
-                    return
-                yield item
-
-    def _close_generator(self, result: Any, slot: _Slot) -> None:
-        """Best-effort close of an abandoned generator (runs its ``finally`` blocks)."""
-        if inspect.isasyncgen(result):
-            task = asyncio.ensure_future(result.aclose())
-            task.add_done_callback(_consume)
-        elif not slot.detached:  # a detached generator is still executing in its thread
-            self._pool().submit(result.close).add_done_callback(lambda f: f.exception())
 
     # ---- ASGI entry ---------------------------------------------------------------------------
 
@@ -460,62 +108,61 @@ class _Bridge:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._pool_ is not None:
-                    self._pool_.shutdown(wait=False)
+                self._runner.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rel = _relative(scope)
+        rel = relative_path(scope)
         method = scope["method"]
         if rel == "/health" and method in ("GET", "HEAD"):
             if self._app is not None:
                 await self._asgi_health(scope, receive, send, rel)
             else:
-                await _send_json(send, 200, _HEALTH)
+                await send_json(send, 200, HEALTH)
             return
-        headers = _headers(scope)
+        headers = header_map(scope)
         if not self._authorized(headers):
-            await _send_json(send, 401, _UNAUTHORIZED)
+            await send_json(send, 401, UNAUTHORIZED)
             return
         if rel == "/warmup" and method == "POST":
-            await _send_empty(send)
+            await send_empty(send)
             return
         if self._app is not None:
             await self._asgi_http(scope, receive, send, headers, rel)
             return
         if rel == "/" and self._kind == "endpoint":
             if method not in ("GET", "POST"):
-                await _send_json(send, 405, _METHOD_NOT_ALLOWED, ((b"allow", b"GET, POST"),))
+                await send_json(send, 405, METHOD_NOT_ALLOWED, ((b"allow", b"GET, POST"),))
                 return
             await self._endpoint(scope, receive, send, headers)
         elif rel == "/" and self._kind == "realtime":
-            await _send_error(send, 426, "websocket required", ((b"upgrade", b"websocket"),))
+            await send_error(send, 426, "websocket required", ((b"upgrade", b"websocket"),))
         elif rel in ("/health", "/warmup"):
             allow = b"GET, HEAD" if rel == "/health" else b"POST"
-            await _send_json(send, 405, _METHOD_NOT_ALLOWED, ((b"allow", allow),))
+            await send_json(send, 405, METHOD_NOT_ALLOWED, ((b"allow", allow),))
         else:
-            await _send_json(send, 404, _NOT_FOUND)
+            await send_json(send, 404, NOT_FOUND)
 
     # ---- endpoint -----------------------------------------------------------------------------
 
     async def _endpoint(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes]) -> None:
-        if _declared_too_large(headers, self._max_body):
-            await _send_json(send, 413, _TOO_LARGE)
+        if declared_too_large(headers, self._max_body):
+            await send_json(send, 413, TOO_LARGE)
             return
         try:
-            body = await _read_body(receive, self._max_body)
-        except _TooLarge:
-            await _send_json(send, 413, _TOO_LARGE)
+            body = await read_body(receive, self._max_body)
+        except TooLarge:
+            await send_json(send, 413, TOO_LARGE)
             return
-        except _Disconnected:
+        except Disconnected:
             return
         query_string: bytes = scope.get("query_string", b"")
         query = parse_qsl(query_string.decode("utf-8", "replace"), keep_blank_values=True) if query_string else []
         try:
             args, kwargs = parse_payload(body, query)
         except PayloadError:
-            await _send_json(send, 400, _BAD_PAYLOAD)
+            await send_json(send, 400, BAD_PAYLOAD)
             return
 
         raw_id = headers.get(b"x-task-id")
@@ -526,11 +173,11 @@ class _Bridge:
             raw_id = task_id.encode()
         echo = ((b"x-task-id", raw_id),)
 
-        deadline = self._deadline()
+        deadline = self._runner.deadline()
         try:
-            slot = await self._acquire(deadline)
-        except _TimedOut:
-            await _send_error(send, 504, self._timeout_message(), echo)
+            slot = await self._runner.acquire(deadline)
+        except TimedOut:
+            await send_error(send, 504, self._runner.timeout_message(), echo)
             return
         # Beam's endpoint runner leaves a request-level callback_url in the handler's kwargs.
         callback_url = kwargs.get("callback_url") if isinstance(kwargs.get("callback_url"), str) else None
@@ -539,16 +186,16 @@ class _Bridge:
             try:
                 if self._wants_context:
                     kwargs["context"] = self._make_context(task_id)
-                result = await self._call(functools.partial(self._handler, *args, **kwargs), slot, deadline)
-            except _TimedOut:
+                result = await self._runner.call(functools.partial(self._handler, *args, **kwargs), slot, deadline)
+            except TimedOut:
                 self._callback(callback_url, task_id, "TIMEOUT", {})
-                await _send_error(send, 504, self._timeout_message(), echo)
+                await send_error(send, 504, self._runner.timeout_message(), echo)
                 return
             except Exception:
                 error = traceback.format_exc()
                 logger.error("handler failed (task %s)\n%s", task_id, error)
                 self._callback(callback_url, task_id, "ERROR", {})
-                await _send_error(send, 500, error, echo)
+                await send_error(send, 500, error, echo)
                 return
             if not isinstance(result, Response) and not inspect.isgenerator(result) and not inspect.isasyncgen(result):
                 self._callback(callback_url, task_id, "COMPLETE", result)
@@ -559,13 +206,13 @@ class _Bridge:
                 await self._stream(result, receive, send, echo, slot, deadline, task_id)
             else:
                 try:
-                    body = _dumps(result)
+                    body = dumps(result)
                 except Exception:
                     error = traceback.format_exc()
                     logger.error("response serialization failed (task %s)\n%s", task_id, error)
-                    await _send_error(send, 500, error, echo)
+                    await send_error(send, 500, error, echo)
                     return
-                await _send_json(send, 200, body, echo)
+                await send_json(send, 200, body, echo)
         finally:
             slot.release()
 
@@ -575,7 +222,7 @@ class _Bridge:
         receive: Receive,
         send: Send,
         echo: tuple,
-        slot: _Slot,
+        slot: Slot,
         deadline: float | None,
         task_id: str,
     ) -> None:
@@ -589,38 +236,38 @@ class _Bridge:
         )
         # The server keeps answering sends after the client left; watch receive() to stop early.
         gone = asyncio.ensure_future(receive())
-        items = self._items(result, slot, deadline)
+        items = self._runner.items(result, slot, deadline)
         finished = False
         try:
             async for item in items:
                 if gone.done():
                     return
-                await send({"type": "http.response.body", "body": _event(item), "more_body": True})
+                await send({"type": "http.response.body", "body": event_frame(item), "more_body": True})
             finished = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except _TimedOut:
+        except TimedOut:
             logger.error("streamed response timed out (task %s)", task_id)
-            raise TimeoutError(self._timeout_message()) from None
+            raise TimeoutError(self._runner.timeout_message()) from None
         finally:
             gone.cancel()
-            gone.add_done_callback(_consume)
+            gone.add_done_callback(consume)
             await items.aclose()
             if not finished:
-                self._close_generator(result, slot)
+                self._runner.close_generator(result, slot)
 
     # ---- realtime -----------------------------------------------------------------------------
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rel = _relative(scope)
-        headers = _headers(scope)
+        rel = relative_path(scope)
+        headers = header_map(scope)
         if not self._authorized(headers):
-            await _ws_reject(scope, receive, send, 401, _UNAUTHORIZED)
+            await ws_reject(scope, receive, send, 401, UNAUTHORIZED)
             return
         if self._app is not None:
             await self._app(self._mounted(scope, rel), receive, send)
             return
         if self._kind != "realtime" or rel != "/":
-            await _ws_reject(scope, receive, send, 404, _NOT_FOUND)
+            await ws_reject(scope, receive, send, 404, NOT_FOUND)
             return
         message = await receive()
         if message["type"] != "websocket.connect":
@@ -639,7 +286,7 @@ class _Bridge:
                 text = message.get("text")
                 event = text if text is not None else message.get("bytes") or b""
                 await self._realtime_message(event, context, send)
-        except _Disconnected:
+        except Disconnected:
             return
 
     async def _realtime_message(self, event: Any, context: FunctionContext | None, send: Send) -> None:
@@ -653,17 +300,17 @@ class _Bridge:
         else:
             kwargs[name] = event
             func = functools.partial(self._handler, **kwargs)
-        deadline = self._deadline()
+        deadline = self._runner.deadline()
         try:
-            slot = await self._acquire(deadline)
-        except _TimedOut:
-            await _ws_send(send, _error_frame(self._timeout_message()))
+            slot = await self._runner.acquire(deadline)
+        except TimedOut:
+            await _ws_send(send, _error_frame(self._runner.timeout_message()))
             return
         result = None
         try:
-            result = await self._call(func, slot, deadline)
+            result = await self._runner.call(func, slot, deadline)
             if inspect.isgenerator(result) or inspect.isasyncgen(result):
-                items = self._items(result, slot, deadline)
+                items = self._runner.items(result, slot, deadline)
                 try:
                     async for item in items:
                         await _ws_send(send, _ws_message(item))
@@ -672,17 +319,17 @@ class _Bridge:
                 result = None
             else:
                 await _ws_send(send, _ws_message(result))
-        except _Disconnected:
+        except Disconnected:
             raise
-        except _TimedOut:
-            await _ws_send(send, _error_frame(self._timeout_message()))
+        except TimedOut:
+            await _ws_send(send, _error_frame(self._runner.timeout_message()))
         except Exception:
             error = traceback.format_exc()
             logger.error("realtime handler failed\n%s", error)
             await _ws_send(send, _error_frame(error))
         finally:
             if inspect.isgenerator(result) or inspect.isasyncgen(result):
-                self._close_generator(result, slot)
+                self._runner.close_generator(result, slot)
             slot.release()
 
     # ---- asgi ---------------------------------------------------------------------------------
@@ -719,7 +366,7 @@ class _Bridge:
             logger.exception("asgi app failed its /health; answering 200 for the replica")
             state["fallback"] = True
         if state["fallback"] or not state["sent"]:
-            await _send_json(send, 200, _HEALTH)
+            await send_json(send, 200, HEALTH)
 
     async def _asgi_http(
         self,
@@ -734,13 +381,13 @@ class _Bridge:
         The timeout bounds the time until the app starts its response, so long streams (SSE) live on.
         """
         assert self._app is not None
-        if _declared_too_large(headers, self._max_body):
-            await _send_json(send, 413, _TOO_LARGE)
+        if declared_too_large(headers, self._max_body):
+            await send_json(send, 413, TOO_LARGE)
             return
         raw_id = headers.get(b"x-task-id") or str(uuid.uuid4()).encode()
         echo = ((b"x-task-id", raw_id),)
         limit = self._max_body
-        deadline = self._deadline()
+        deadline = self._runner.deadline()
         started: asyncio.Future | None = None if deadline is None else asyncio.get_running_loop().create_future()
         state = {"size": 0, "too_large": False, "started": False}
 
@@ -769,9 +416,9 @@ class _Bridge:
             await send(message)
 
         try:
-            slot = await self._acquire(deadline)
-        except _TimedOut:
-            await _send_error(send, 504, self._timeout_message(), echo)
+            slot = await self._runner.acquire(deadline)
+        except TimedOut:
+            await send_error(send, 504, self._runner.timeout_message(), echo)
             return
         try:
             call = self._app(self._mounted(scope, rel), limited_receive, tracking_send)
@@ -782,17 +429,17 @@ class _Bridge:
                     task = asyncio.ensure_future(call)
                     try:
                         await asyncio.wait(
-                            (task, started), timeout=self._remaining(deadline), return_when=asyncio.FIRST_COMPLETED
+                            (task, started), timeout=self._runner.remaining(deadline), return_when=asyncio.FIRST_COMPLETED
                         )
                     except BaseException:
                         task.cancel()
-                        task.add_done_callback(_consume)
+                        task.add_done_callback(consume)
                         raise
                     if not task.done() and not state["started"]:
                         task.cancel()
-                        task.add_done_callback(_consume)
+                        task.add_done_callback(consume)
                         if not state["too_large"]:
-                            await _send_error(send, 504, self._timeout_message(), echo)
+                            await send_error(send, 504, self._runner.timeout_message(), echo)
                             return
                     else:
                         await task
@@ -800,7 +447,7 @@ class _Bridge:
                 if state["started"] or not state["too_large"]:
                     raise
             if state["too_large"] and not state["started"]:
-                await _send_json(send, 413, _TOO_LARGE)
+                await send_json(send, 413, TOO_LARGE)
         finally:
             slot.release()
 
@@ -841,7 +488,7 @@ def _ws_message(value: Any) -> Message | None:
         return {"type": "websocket.send", "text": value}
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"type": "websocket.send", "bytes": bytes(value)}
-    return {"type": "websocket.send", "text": _dumps(value).decode("utf-8")}
+    return {"type": "websocket.send", "text": dumps(value).decode("utf-8")}
 
 
 async def _ws_send(send: Send, message: Message | None) -> None:
@@ -850,7 +497,7 @@ async def _ws_send(send: Send, message: Message | None) -> None:
     try:
         await send(message)
     except Exception:  # the client went away (servers raise OSError/RuntimeError subclasses)
-        raise _Disconnected from None
+        raise Disconnected from None
 
 
 def build_app(
@@ -877,7 +524,7 @@ def build_app(
         raise ValueError(f"build_app serves endpoint, asgi and realtime, not {kind!r}")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    if kind == "asgi" and not _is_asgi3(handler):
+    if kind == "asgi" and not is_asgi3(handler):
         raise TypeError("Invalid ASGI app returned from handler")
     if kind != "asgi" and not callable(handler):
         raise TypeError(f"{kind} handler must be callable, got {type(handler).__name__}")
