@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from beamray.cli.main import cli
 from beamray.cli.serve import COMMANDS, serve
-from beamray.serve_bridge import dev
+from beamray.serve_bridge import dev, logs
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "tests" / "apps" / "serve_app.py"
@@ -214,7 +214,7 @@ def test_only_shipped_python_files_trigger_a_reload(tmp_path: Path) -> None:
 
 def test_log_lines_are_split_and_ray_markers_dropped() -> None:
     seen: list[str] = []
-    follower = dev.LogFollower.__new__(dev.LogFollower)
+    follower = logs.LogFollower.__new__(logs.LogFollower)
     follower.emit = seen.append
     follower._lines(iter([":job_id:01000000\n:actor_name:ServeReplica:a:b\nhel", "lo\nwor", "ld\r\n", "tail"]))
     assert seen == ["hello", "world", "tail"]
@@ -254,13 +254,13 @@ def test_remote_replica_logs_come_from_the_dashboard_log_api() -> None:
         lines: list[str] = []
         notes: list[str] = []
         actor = SimpleNamespace(actor_id="ab12", name="SERVE_REPLICA::a-v1#a#x", pid=1, node_id="other-node")
-        follower = dev.LogFollower(actor, url, lines.append, notes.append)
+        follower = logs.LogFollower(actor, url, lines.append, notes.append)
         follower._stream("out")
         assert lines == ["first line", "second line"]
         assert requests[0].startswith("/api/v0/logs/stream?") and "actor_id=ab12" in requests[0]
         assert "suffix=out" in requests[0] and "lines=-1" in requests[0]
 
-        missing = dev.LogFollower(SimpleNamespace(actor_id="missing", name="r", pid=1, node_id="other"), url,
+        missing = logs.LogFollower(SimpleNamespace(actor_id="missing", name="r", pid=1, node_id="other"), url,
                                   lines.append, notes.append)
         missing._follow("err")
         assert notes == ["Cannot follow the err log of r: Agent for node id abc doesn't exist."]
