@@ -12,62 +12,28 @@ retried, PENDING ones run. A task is marked COMPLETE at most once.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
-import contextlib
 import logging
-import math
 import time
 import uuid
-from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import ray
-from ray.exceptions import RayError
 
 from beamray import ray_private
 from beamray.exceptions import TaskQueueFullError
 from beamray.store import open_store
 from beamray.tasks import records
 from beamray.tasks.config import QueueConfig
-from beamray.tasks.containers import ContainerPool, Worker
+from beamray.tasks.containers import ContainerPool
+from beamray.tasks.dispatch import Dispatch, Queue
 from beamray.tasks.journal import Journal
 from beamray.tasks.records import TaskRecord
 
 _log = logging.getLogger(__name__)
 SERVICE_NAME = "beamray-task-service"
-DEFAULT_TTL_S = 7200.0
 _QUEUES = "taskqueues/"
 _NO_STATS = {"active_containers": 0, "queue_depth": 0}  # a queue that is not running
-
-
-@dataclass(eq=False)  # identity: two launches are never the same one
-class _Launch:
-    record: TaskRecord
-    ref: Any
-    worker: Worker
-    deadline: float = math.inf  # time.monotonic() past which the task times out, once it started
-
-
-@dataclass
-class _Queue:
-    config: QueueConfig
-    pool: ContainerPool
-    pending: collections.deque = field(default_factory=collections.deque)
-    running: dict[str, _Launch] = field(default_factory=dict)  # task id → its launch, in start order
-    # Handed to a busy worker to run next (still PENDING): the worker starts it the moment the task before
-    # it ends, without waiting for the service to hear of that and send it one.
-    queued: dict[str, _Launch] = field(default_factory=dict)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    loop: asyncio.Task | None = None
-
-    def capacity(self) -> int:
-        return self.pool.capacity(len(self.pending) + len(self.queued) + len(self.running))
-
-    def stats(self) -> dict[str, int]:
-        return {"active_containers": self.pool.active_containers(),
-                "queue_depth": len(self.pending) + len(self.queued)}
 
 
 def _outputs(task_id: str) -> list[dict[str, Any]]:
@@ -75,29 +41,6 @@ def _outputs(task_id: str) -> list[dict[str, Any]]:
     from beamray import outputs
 
     return outputs.outputs_for_task(task_id)
-
-
-class _Ticks:
-    """A schedule's firing times; missed ticks are skipped, as cron does after downtime."""
-
-    def __init__(self, when: str) -> None:
-        self.when = when
-        self.next = self._after(time.time())
-
-    def _after(self, moment: float) -> float:
-        from croniter import croniter
-
-        return croniter(self.when, moment).get_next(float)
-
-    def due(self) -> bool:
-        now = time.time()
-        if now < self.next:
-            return False
-        self.next = self._after(now)
-        return True
-
-    def wait(self, longest: float) -> float:
-        return max(0.01, min(longest, self.next - time.time()))
 
 
 def _code_present(config: QueueConfig) -> bool:
@@ -112,12 +55,12 @@ _quiet = ray.method(enable_task_events=False)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=1000)
-class TaskService:
+class TaskService(Dispatch):
     def __init__(self) -> None:
         self.store = open_store()
         self.journal = Journal(self.store)
         self.tasks: dict[str, TaskRecord] = {}
-        self.queues: dict[str, _Queue] = {}
+        self.queues: dict[str, Queue] = {}
         self.known: dict[str, QueueConfig] = {}  # every registered queue version, running or not (yet)
         self._callbacks = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="beamray-callback")
         self._started = False
@@ -147,8 +90,8 @@ class TaskService:
         for queue in self.queues.values():
             queue.wake.set()
 
-    def _activate(self, config: QueueConfig, spec_blob: bytes) -> _Queue:
-        queue = _Queue(config=config, pool=ContainerPool(config, ray.put(spec_blob)))
+    def _activate(self, config: QueueConfig, spec_blob: bytes) -> Queue:
+        queue = Queue(config=config, pool=ContainerPool(config, ray.put(spec_blob)))
         old = self.queues.get(config.queue)
         if old is not None:  # its running tasks finish in its workers, which then stop
             queue.pending, queue.running, queue.queued = old.pending, old.running, old.queued
@@ -210,7 +153,7 @@ class TaskService:
         await self.journal.durable()
         return outcomes
 
-    def _enqueue(self, queue: _Queue, args: list[Any], kwargs: dict[str, Any], callback_url: str) -> str:
+    def _enqueue(self, queue: Queue, args: list[Any], kwargs: dict[str, Any], callback_url: str) -> str:
         if len(queue.pending) + len(queue.queued) >= queue.config.max_pending_tasks:
             raise TaskQueueFullError(f"task queue {queue.config.name} already holds "
                                  f"{queue.config.max_pending_tasks} pending tasks (max_pending_tasks)")
@@ -265,172 +208,6 @@ class TaskService:
         await self._start()
         queue = self.queues.get(queue_id)
         return queue.stats() if queue else dict(_NO_STATS)
-
-    # --- dispatch ------------------------------------------------------------------------------------
-
-    async def _dispatch(self, queue: _Queue) -> None:
-        ticks = _Ticks(queue.config.schedule) if queue.config.schedule else None
-        while True:
-            queue.wake.clear()
-            try:
-                self._dispatch_once(queue, ticks)
-            except Exception:  # a bug here must not stop the queue for good: log it, go on next round
-                _log.exception("task queue %s: dispatch failed", queue.config.queue)
-            longest = min(1.0, next(iter(queue.running.values())).deadline - time.monotonic()) \
-                if queue.running else 1.0
-            try:
-                await asyncio.wait_for(queue.wake.wait(), timeout=ticks.wait(longest) if ticks else longest)
-            except asyncio.TimeoutError:
-                pass
-
-    def _dispatch_once(self, queue: _Queue, ticks: _Ticks | None) -> None:
-        if ticks is not None and ticks.due():
-            with contextlib.suppress(TaskQueueFullError):
-                self._enqueue(queue, [], {}, "")
-        self._expire(queue)
-        self._time_out(queue)
-        while len(queue.running) < queue.capacity() and (record := self._next_pending(queue)):
-            self._launch(queue, record, queue.pool.acquire())
-        for launch in list(queue.running.values()):
-            if len(launch.worker.tasks) == 1 and (record := self._next_pending(queue)):
-                self._launch(queue, record, launch.worker)
-        queue.pool.rescale()
-
-    def _time_out(self, queue: _Queue) -> None:
-        """Stop tasks running past ``timeout`` (the oldest launch comes first: one timeout per queue)."""
-        now = time.monotonic()
-        while queue.running:
-            task_id, launch = next(iter(queue.running.items()))
-            if launch.deadline > now:
-                break
-            del queue.running[task_id]
-            self._stop_worker(queue, launch.worker)  # stops the running code: the worker process is killed
-            self._finish(launch.record, records.TIMEOUT, result=None,
-                         error=f"Task timed out after {queue.config.timeout:g}s")
-
-    def _expire(self, queue: _Queue) -> None:
-        """Tasks not started within the TTL expire, including those a busy worker holds to run next."""
-        ttl = queue.config.ttl or DEFAULT_TTL_S
-        now = time.time()
-        for task_id, launch in list(queue.queued.items()):
-            if now - launch.record.created_at > ttl:
-                self._unqueue(queue, task_id)
-                self._finish(launch.record, records.EXPIRED, result=None)
-        while queue.pending:
-            record = self.tasks.get(queue.pending[0])
-            if record is not None and record.status in (records.PENDING, records.RETRY) \
-                    and now - record.created_at <= ttl:
-                break
-            queue.pending.popleft()
-            if record is not None and record.status in (records.PENDING, records.RETRY):
-                self._finish(record, records.EXPIRED, result=None)
-
-    def _unqueue(self, queue: _Queue, task_id: str) -> None:
-        """Take back a task a worker holds to run next; Ray drops it before it starts."""
-        launch = queue.queued.pop(task_id)
-        launch.worker.tasks.remove(launch)
-        ray.cancel(launch.ref)
-
-    def _next_pending(self, queue: _Queue) -> TaskRecord | None:
-        while queue.pending:
-            record = self.tasks.get(queue.pending.popleft())
-            if record is not None and record.status in (records.PENDING, records.RETRY):
-                return record
-        return None
-
-    def _launch(self, queue: _Queue, record: TaskRecord, worker: Worker) -> None:
-        """Hand ``record`` to ``worker``: it starts now if the worker is idle, else right after its task."""
-        meta = {"task_id": record.id, "stub_id": record.stub_id, "callback_url": record.callback_url}
-        name = f"{queue.config.handler} task={record.id}"  # the Beam task id, findable in the dashboard
-        ref = worker.actor.run.options(name=name).remote(record.args, record.kwargs, meta)
-        launch = _Launch(record, ref, worker)
-        worker.tasks.append(launch)
-        queue.queued[record.id] = launch
-        if len(worker.tasks) == 1:
-            self._mark_started(queue, launch)
-        loop = asyncio.get_running_loop()
-        ref.future().add_done_callback(lambda done: loop.call_soon_threadsafe(self._settle, queue, launch, done))
-
-    def _mark_started(self, queue: _Queue, launch: _Launch) -> None:
-        """The task reached the front of its worker: it runs from now on."""
-        record = launch.record
-        del queue.queued[record.id]
-        record.status, record.attempts = records.RUNNING, record.attempts + 1
-        record.started_at = record.started_at or time.time()
-        launch.deadline = time.monotonic() + (queue.config.timeout or math.inf)
-        queue.running[record.id] = launch
-        self._save(record)
-
-    def _settle(self, queue: _Queue, launch: _Launch, done: concurrent.futures.Future) -> None:
-        """Record a launch's outcome, unless a cancel or timeout already did (and stopped its worker)."""
-        record, worker = launch.record, launch.worker
-        if queue.queued.get(record.id) is launch:  # it ran before the service saw the task ahead of it end
-            self._mark_started(queue, launch)
-        if queue.running.get(record.id) is not launch:
-            return
-        del queue.running[record.id]
-        queue.wake.set()
-        try:
-            kind, payload, retryable, container_id = done.result()
-        except RayError as exc:  # the worker crashed or was killed
-            self._stop_worker(queue, worker)
-            self._retry_or_fail(record, f"worker failure: {exc}")
-            return
-        record.container_id = container_id
-        if kind == "ok":
-            self._finish(record, records.COMPLETE, result=payload)
-        elif retryable:
-            self._retry_or_fail(record, payload)
-        else:
-            self._finish(record, records.FAILED, result=None, error=payload)
-        worker.tasks.remove(launch)
-        if self.queues.get(record.queue) is not queue:  # the queue was stopped or replaced meanwhile
-            self._stop_worker(queue, worker)
-        elif worker.tasks:
-            if worker.tasks[0].record.id in queue.queued:
-                self._mark_started(queue, worker.tasks[0])
-        else:
-            queue.pool.release(worker)
-
-    def _stop_worker(self, queue: _Queue, worker: Worker) -> None:
-        """Kill a worker's process; the task it had queued next goes back to the front of the queue."""
-        queue.pool.discard(worker)
-        for launch in reversed(worker.tasks):
-            if queue.queued.pop(launch.record.id, None) is launch:
-                queue.pending.appendleft(launch.record.id)
-        worker.tasks.clear()
-        queue.wake.set()
-
-    # --- state changes -------------------------------------------------------------------------------
-
-    def _retry_or_fail(self, record: TaskRecord, error: str) -> None:
-        """Retry while attempts remain; a queue not registered again yet (after a restart) takes its
-        retried tasks when it is."""
-        queue = self.queues.get(record.queue)
-        config = queue.config if queue else self.known.get(record.queue)
-        if config is not None and record.attempts <= config.retries:
-            record.status, record.error, record.updated_at = records.RETRY, error, time.time()
-            self._save(record)
-            if queue is not None:
-                queue.pending.append(record.id)
-        else:
-            self._finish(record, records.FAILED, result=None, error=error)
-
-    def _finish(self, record: TaskRecord, status: str, result: Any, error: str = "") -> None:
-        record.status, record.result, record.error = status, result, error or record.error
-        record.ended_at = record.updated_at = time.time()
-        notify = None
-        if record.callback_url:
-            from beamray import callbacks
-
-            data = result if status == records.COMPLETE and result is not None else {}
-            notify = partial(self._callbacks.submit, callbacks.send, record.callback_url, record.id, status, data)
-        self._save(record, then=notify)  # the callback goes out once the outcome is written: at most once
-
-    def _save(self, record: TaskRecord, then: Callable[[], Any] | None = None) -> None:
-        record.updated_at = time.time()
-        self.tasks[record.id] = record
-        self.journal.save(record, then)
 
     def _view(self, record: TaskRecord, with_outputs: bool = False) -> dict[str, Any]:
         """The task as Beam's task API shows it (outputs, with fresh signed URLs, for single tasks)."""
