@@ -369,7 +369,7 @@ def main(trials: int, requests: int, warmup: int, duration: float, clients: str,
     scripts = tempfile.mkdtemp(prefix="beamray-bench-wrk-")
     try:
         with common.isolated_cluster() as state:
-            from beamray import cluster, secrets
+            from beamray import cluster, head, secrets
             from beamray import deploy
 
             machine = common.machine_info()
@@ -401,10 +401,10 @@ def main(trials: int, requests: int, warmup: int, duration: float, clients: str,
             ws_url = "ws://" + ws_record.url.split("://", 1)[1]
             websocket = websocket_check(ws_url, {"Authorization": f"Bearer {secrets.gateway_token()}"})
             click.echo(f"@realtime WebSocket echo at {ws_url}: {websocket}")
-            listeners = listening_sockets(cluster.embedded_state()["pid"])
+            listeners = listening_sockets(head.embedded_state()["pid"])
             exposed = [f"{s['process']} {s['address']}" for s in listeners if not s["loopback"]]
             click.echo(f"cluster listeners not on loopback ({len(exposed)} of {len(listeners)}): {exposed}")
-            routing = haproxy_routing(cluster.embedded_state().get("haproxy_files"))
+            routing = haproxy_routing(head.embedded_state().get("haproxy_files"))
             if routing:
                 click.echo("HAProxy config (binds, path ACLs, servers):\n  " + "\n  ".join(routing))
             machine["loadavg_1m_end"] = round(os.getloadavg()[0], 2)

@@ -51,14 +51,14 @@ def isolated_cluster(cpus: float | None = None, connect: bool = True) -> Iterato
                       BEAMRAY_HTTP_PORT=str(free_port()), RAY_USAGE_STATS_ENABLED="0")
     if cpus is not None:
         os.environ["BEAMRAY_LOCAL_CPUS"] = f"{cpus:g}"
-    from beamray import cluster
+    from beamray import cluster, head
 
     started = time.perf_counter()
     try:
-        state = cluster.start_embedded()
+        state = head.start_embedded()
         click.echo(f"cluster: embedded head at {state['address']} (BEAMRAY_HOME={home}), "
                    f"started in {time.perf_counter() - started:.1f}s")
-        state = dict(state, home=str(home), cpus=cluster.local_cpus())
+        state = dict(state, home=str(home), cpus=head.local_cpus())
         if connect:
             cluster.connect()
             import ray
@@ -69,7 +69,7 @@ def isolated_cluster(cpus: float | None = None, connect: bool = True) -> Iterato
         if "ray" in sys.modules:
             with contextlib.suppress(Exception):
                 sys.modules["ray"].shutdown()
-        cluster.stop_embedded()
+        head.stop_embedded()
         shutil.rmtree(home, ignore_errors=True)
 
 

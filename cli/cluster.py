@@ -6,7 +6,7 @@ import json
 
 import click
 
-from beamray import cluster
+from beamray import cluster, head
 from beamray.adapters.parsing import parse_gpu, parse_memory
 from beamray.cli.common import beamray_errors, json_option, print_json, say
 
@@ -44,11 +44,11 @@ def up(num_cpus: float | None, num_gpus: int | None, resources: str | None, gpus
         num_gpus = (num_gpus or 0) + emulated_count
         extra = {**emulated, **(extra or {})}
     memory_mib = parse_memory(memory) if memory else None
-    already = cluster.embedded_state() is not None
+    already = head.embedded_state() is not None
     if already and (gpus or memory or num_cpus or num_gpus or resources):
         say("The cluster is already running, so its resources stay as they are: "
             "`beamray cluster down` first to change them")
-    state = cluster.start_embedded(num_cpus=num_cpus, num_gpus=num_gpus, resources=extra, memory_mib=memory_mib)
+    state = head.start_embedded(num_cpus=num_cpus, num_gpus=num_gpus, resources=extra, memory_mib=memory_mib)
     say(f"Cluster {'already running' if already else 'started'} at {state['address']}")
     say(f"Dashboard: {state['dashboard_url']}")
     from beamray import registry
@@ -78,7 +78,7 @@ def _parse_gpus(values: tuple[str, ...]) -> dict[str, int]:
 @beamray_errors
 def down() -> None:
     """Stop the embedded cluster and everything running on it."""
-    say("Cluster stopped" if cluster.stop_embedded() else "No embedded cluster is running")
+    say("Cluster stopped" if head.stop_embedded() else "No embedded cluster is running")
 
 
 @cluster_group.command()

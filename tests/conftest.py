@@ -66,17 +66,17 @@ def beamray_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def ray_cluster(beamray_home: Path):
     """The embedded head, started once; every cluster test shares it."""
-    from beamray import cluster
+    from beamray import cluster, head
 
     # A run stopped with SIGTERM (e.g. by `timeout`) still tears the cluster down; SIGKILL cannot.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
-    state = cluster.start_embedded()
+    state = head.start_embedded()
     cluster.connect()
     yield state
     import ray
 
     ray.shutdown()
-    cluster.stop_embedded()
+    head.stop_embedded()
 
 
 @pytest.fixture(scope="module")

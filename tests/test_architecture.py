@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = ("vocabulary", "state", "engine", "adapters", "cli")
 VOCABULARY = {"beamray.exceptions", "beamray.specs", "beamray.context", "beamray.env", "beamray.drop_in",
               "beamray.gpus", "beamray.adapters.types", "beamray.adapters.parsing"}
-STATE = {"beamray.config", "beamray.locations", "beamray.cluster", "beamray.store", "beamray.registry",
-         "beamray.secrets", "beamray.storage", "beamray.volumes", "beamray.ray_private"}
+STATE = {"beamray.config", "beamray.locations", "beamray.head", "beamray.cluster", "beamray.store",
+         "beamray.registry", "beamray.secrets", "beamray.storage", "beamray.volumes", "beamray.ray_private"}
 ADAPTERS = {"beamray", "beamray.experimental"}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ray import serve
 
-from beamray import cluster, config, locations, ray_private
+from beamray import cluster, config, head, locations, ray_private
 from beamray.exceptions import ClusterError, DeployError
 from beamray.registry import DeploymentRecord
 from beamray.serve_bridge.gateway import Gateway
@@ -38,8 +38,8 @@ def start_serve() -> bool:
     if gateway is not None and gateway.status == "RUNNING":
         return False
     if applications is None:
-        if locations.is_embedded() and not cluster.port_is_free(config.http_port()):
-            raise ClusterError(cluster.port_taken_message(config.http_port()))
+        if locations.is_embedded() and not head.port_is_free(config.http_port()):
+            raise ClusterError(head.port_taken_message(config.http_port()))
         serve.start(http_options={"host": _http_host(), "port": config.http_port()},
                     logging_config={"enable_access_log": False, "log_level": "WARNING"})
     app = Gateway.options(ray_actor_options={"num_cpus": 0, "runtime_env": locations.actor_runtime_env()})
