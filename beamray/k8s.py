@@ -24,7 +24,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from beamray.adapters.parsing import parse_gpu
 from beamray.exceptions import BeamrayError
@@ -102,24 +102,6 @@ class AppRequest:
     resources: ResourceSpec
     base_image: str | None = None
     dockerfile: bool = False
-
-
-def collect(namespace: Mapping[str, Any]) -> list[AppRequest]:
-    """Every decorated Beam object in a module's namespace (``vars(module)``), in definition order."""
-    requests, seen = [], set()
-    for value in list(namespace.values()):
-        if isinstance(value, type) or id(value) in seen:
-            continue
-        parent, func = getattr(value, "parent", None), getattr(value, "func", None)
-        make_spec = getattr(parent, "spec_for", None) or getattr(parent, "deployable_spec", None)
-        if make_spec is None or not callable(func):
-            continue
-        seen.add(id(value))
-        spec = make_spec(func)
-        image = spec.runtime.image
-        requests.append(AppRequest(handler=spec.handler, kind=type(parent).__name__, resources=spec.resources,
-                                   base_image=image.base_image or None, dockerfile=bool(image.dockerfile)))
-    return requests
 
 
 @dataclass

@@ -48,16 +48,15 @@ def _print_schedule(when: str) -> None:
 @beamray_errors
 def deploy(handler: str, name: str | None, as_json: bool) -> None:
     """Deploy HANDLER (FILE.py:FUNCTION) as a new version on the cluster."""
-    from beamray import secrets
-    from beamray import deploy
+    from beamray import deploy, secrets
+    from beamray.adapters.handle import Handle
 
     target, root = load_handler(handler)
-    parent = getattr(target, "parent", None)
-    make_spec = getattr(parent, "deployable_spec", None) or getattr(parent, "spec_for", None)
-    if make_spec is None or not hasattr(target, "deploy"):
+    if not isinstance(target, Handle):
         raise click.BadParameter(f"{handler} is not a deployable Beam object "
-                                 "(@endpoint, @asgi, @realtime, @task_queue, @function)", param_hint="HANDLER")
-    spec = make_spec(target.func, name)
+                                 "(@endpoint, @asgi, @realtime, @task_queue, @function, @schedule)",
+                                 param_hint="HANDLER")
+    spec = target.deploy_spec(name)
     if not as_json:
         say(f"Deploying {spec.kind} {spec.name}")
     record = deploy.deploy(spec, code_root=root)

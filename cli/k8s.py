@@ -25,6 +25,23 @@ SUMMARY = re.compile(r"(\d+) documents: (\d+) valid, (\d+) invalid, (\d+) unchec
 INVALID_LINE = re.compile(r"INVALID\s+(?P<where>.+?): doc (?P<doc>\S+?)(?: (?P<ident>[^\s:]+/[^\s:]*))?: ")
 
 
+def collect(namespace: dict[str, Any]) -> list[Any]:
+    """Every decorated Beam object in a module's namespace, in definition order, as ``AppRequest``s."""
+    from beamray.adapters.handle import Handle
+    from beamray.k8s import AppRequest
+
+    requests, seen = [], set()
+    for value in list(namespace.values()):
+        if not isinstance(value, Handle) or id(value) in seen:
+            continue
+        seen.add(id(value))
+        spec = value.deploy_spec()
+        image = spec.runtime.image
+        requests.append(AppRequest(handler=spec.handler, kind=type(value.parent).__name__, resources=spec.resources,
+                                   base_image=image.base_image or None, dockerfile=bool(image.dockerfile)))
+    return requests
+
+
 @click.group("k8s")
 def k8s_group() -> None:
     """Kubernetes manifests (KubeRay v1.7) for beamray apps."""
@@ -33,7 +50,6 @@ def k8s_group() -> None:
 def _load_app(target: str) -> list[Any]:
     """The app's decorated Beam objects as ``AppRequest``s; TARGET is FILE.py or FILE.py:HANDLER."""
     from beamray import drop_in
-    from beamray.k8s import collect
 
     if ":" in target:
         file, attribute = split_target(target)

@@ -11,6 +11,7 @@ from typing import Any, Callable
 from beamray import env as beam_env
 from beamray.adapters import parsing
 from beamray.adapters.common import DeployableArgs, handler_name, pickle_by_reference, signature
+from beamray.adapters.handle import Handle
 from beamray.specs import EndpointSpec
 
 _ORDER = {
@@ -70,29 +71,20 @@ class realtime(_WebDecorator):
     __signature__ = signature(_ORDER["realtime"])
 
 
-class WebHandle:
+class WebHandle(Handle):
     """What the web decorators return: deployable, and callable inside a replica."""
 
     def __init__(self, func: Callable[..., Any], parent: _WebDecorator) -> None:
         pickle_by_reference(func)
-        self.func = func
-        self.parent = parent
+        super().__init__(func, parent)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if beam_env.is_remote():
             return self.local(*args, **kwargs)
         raise NotImplementedError("Direct calls to Endpoints are not supported.")
 
-    def local(self, *args: Any, **kwargs: Any) -> Any:
-        return self.func(*args, **kwargs)
-
-    def deploy(self, name: str | None = None, context: Any = None, invocation_details_func: Any = None,
-               rollout: str = "auto", **invocation_details_options: Any) -> tuple[dict[str, Any], bool]:
-        """Deploy a new version; returns Beam's ``(details, ok)`` pair (each deploy is a new version)."""
-        from beamray import deploy
-
-        record = deploy.deploy(self.parent.spec_for(self.func, name))
-        return record.beam_details(), True
+    def deploy_spec(self, name: str | None = None) -> EndpointSpec:
+        return self.parent.spec_for(self.func, name)
 
     def serve(self, timeout: int = 0, url_type: str = "") -> None:
         """An ephemeral ``<name>-serve`` deployment: streams logs, reloads on file change, ends on Ctrl-C."""

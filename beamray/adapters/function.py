@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 from beamray import env as beam_env
 from beamray.adapters import parsing
 from beamray.adapters.common import RunnerArgs, handler_name
+from beamray.adapters.handle import Handle
 from beamray.adapters.types import TaskPolicy
 from beamray.exceptions import UnsupportedFeatureError
 from beamray.specs import FunctionSpec, ServingSpec, TaskQueueSpec
@@ -88,12 +89,11 @@ class function:
         )
 
 
-class RemoteFunction:
+class RemoteFunction(Handle):
     """What ``@function`` returns: call it like the function, it runs on the cluster."""
 
     def __init__(self, func: Callable[..., Any], parent: function) -> None:
-        self.func = func
-        self.parent = parent
+        super().__init__(func, parent)
         self._runner: Any = None
         functools.update_wrapper(self, func)
 
@@ -112,9 +112,6 @@ class RemoteFunction:
             return self.local(*args, **kwargs)
         return self.remote(*args, **kwargs)
 
-    def local(self, *args: Any, **kwargs: Any) -> Any:
-        return self.func(*args, **kwargs)
-
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         return self.runner.call(args, kwargs)
 
@@ -129,13 +126,9 @@ class RemoteFunction:
     def serve(self, **kwargs: Any) -> None:
         raise UnsupportedFeatureError("Serve has not been implemented for functions.")
 
-    def deploy(self, name: Optional[str] = None, context: Any = None, invocation_details_func: Any = None,
-               rollout: str = "auto", **invocation_details_options: Any) -> tuple[dict[str, Any], bool]:
-        """Deploy behind ``POST /function/NAME``, which answers a task id (run by the task service)."""
-        from beamray import deploy
-
-        record = deploy.deploy(self.parent.deployable_spec(self.func, name))
-        return record.beam_details(), True
+    def deploy_spec(self, name: Optional[str] = None) -> TaskQueueSpec:
+        """Deployed, a function sits behind ``POST /function/NAME``, which answers a task id."""
+        return self.parent.deployable_spec(self.func, name)
 
     def __reduce__(self) -> Any:
         # Pickled by value into workers (e.g. a task calling another function): rebuild from parts.

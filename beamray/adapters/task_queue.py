@@ -7,6 +7,7 @@ from typing import Any, Callable
 from beamray import env as beam_env
 from beamray.adapters import parsing
 from beamray.adapters.common import DeployableArgs, handler_name, pickle_by_reference, signature
+from beamray.adapters.handle import Handle
 from beamray.specs import TaskQueueSpec
 
 _ORDER = ("app", "cpu", "memory", "gpu", "gpu_count", "image", "timeout", "retries", "workers", "keep_warm_seconds",
@@ -42,13 +43,12 @@ class task_queue:
         )
 
 
-class TaskQueueHandle:
+class TaskQueueHandle(Handle):
     """What ``@task_queue`` returns: ``.put()`` enqueues; calling it directly works only inside a task."""
 
     def __init__(self, func: Callable[..., Any], parent: task_queue) -> None:
         pickle_by_reference(func)
-        self.func = func
-        self.parent = parent
+        super().__init__(func, parent)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if beam_env.is_remote():
@@ -56,8 +56,8 @@ class TaskQueueHandle:
         raise NotImplementedError(
             "Direct calls to TaskQueues are not yet supported. To enqueue items use .put(*args, **kwargs)")
 
-    def local(self, *args: Any, **kwargs: Any) -> Any:
-        return self.func(*args, **kwargs)
+    def deploy_spec(self, name: str | None = None) -> TaskQueueSpec:
+        return self.parent.spec_for(self.func, name)
 
     def put(self, *args: Any, **kwargs: Any) -> Any:
         """Enqueue a task (JSON arguments, as Beam) on the latest deployed version, deploying one if none runs."""
@@ -65,19 +65,11 @@ class TaskQueueHandle:
         from beamray.registry import Registry
         from beamray.tasks import client
 
-        spec = self.parent.spec_for(self.func)
+        spec = self.deploy_spec()
         client.check_arguments(args, kwargs)
         cluster.connect()
         record = Registry().latest(spec.name, kind="taskqueue") or deploy.deploy(spec)
         return client.put(record.app_name, args, kwargs)
-
-    def deploy(self, name: str | None = None, context: Any = None, invocation_details_func: Any = None,
-               rollout: str = "auto", **invocation_details_options: Any) -> tuple[dict[str, Any], bool]:
-        """Deploy a new version; returns Beam's ``(details, ok)`` pair."""
-        from beamray import deploy
-
-        record = deploy.deploy(self.parent.spec_for(self.func, name))
-        return record.beam_details(), True
 
     def serve(self, timeout: int = 0, url_type: str = "") -> None:
         from beamray.exceptions import UnsupportedFeatureError
