@@ -21,6 +21,8 @@ def test_invalid_cron_fails_at_decoration():
         schedule(when="every 1d")
     with pytest.raises(ValueError, match="Invalid schedule"):
         schedule(when="61 * * * *")
+    with pytest.raises(ValueError, match="Invalid schedule '0 0 30 2 \\*': no date ever matches it"):
+        schedule(when="0 0 30 2 *")  # croniter.is_valid accepts a 30th of February
 
 
 def test_upcoming_lists_the_next_three_utc_times():

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import cloudpickle
 
+from beamray.adapters import parsing
 from beamray.exceptions import ClusterError
 
 MAX_VALUE_BYTES = 2**20 + 13  # Beam's server: 1 MiB plus cloudpickle's header
@@ -25,9 +26,7 @@ class Map:
     """A distributed python dictionary."""
 
     def __init__(self, *, name: str) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"Map name must be a non-empty string, got {name!r}")
-        self.name = name
+        self.name = parsing.parse_store_name("Map", name)
         self._actor: Any = None
 
     def _call(self, method: str, *args: Any) -> Any:

@@ -213,3 +213,38 @@ def parse_name(name: Any) -> str | None:
             f"name must be 1-63 letters, digits, '-' or '_' starting with a letter or digit, got {name!r}"
         )
     return name
+
+
+def parse_schedule(when: Any) -> str:
+    """A cron expression (UTC) or Beam's predefined ``@daily``-style names; one that never fires (``0 0 30 2
+    *``, a 30th of February) is refused here, not found out by the scheduler."""
+    from croniter import CroniterBadDateError, croniter
+
+    if not isinstance(when, str) or not croniter.is_valid(when.strip()):
+        raise ValueError(f"Invalid schedule {when!r}: use a cron expression like '*/5 * * * *' (UTC) or one of "
+                         "@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly")
+    try:
+        croniter(when.strip()).get_next(float)
+    except CroniterBadDateError:
+        raise ValueError(f"Invalid schedule {when!r}: no date ever matches it") from None
+    return when.strip()
+
+
+SERVE_DEFAULT_TIMEOUT_S = 600  # Beam's server default: 10 minutes without requests
+
+
+def parse_serve_timeout(timeout: Any) -> float | None:
+    """``.serve(timeout=)``: seconds of inactivity before the session ends; 0 → Beam's 10 minutes, -1 → never."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < -1:
+        raise ValueError(f"timeout must be -1 (never), 0 (10 minutes) or a number of seconds, got {timeout!r}")
+    if timeout == -1:
+        return None
+    return float(timeout or SERVE_DEFAULT_TIMEOUT_S)
+
+
+def parse_store_name(kind: str, name: Any) -> str:
+    """The name of a ``Queue`` or ``Map`` (``kind``): any non-empty string."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{kind} name must be a non-empty string, got {name!r}")
+    return name
+

@@ -15,6 +15,7 @@ from typing import Any
 
 import cloudpickle
 
+from beamray.adapters import parsing
 from beamray.exceptions import BeamrayError
 
 _PUT_HEADER = struct.Struct("<q")  # == beamray.runtime.kv_actors.PUT_HEADER (that module imports Ray)
@@ -35,9 +36,7 @@ class Queue:
     QueueFullError = QueueFullError
 
     def __init__(self, *, name: str, max_size: int | None = 100) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"Queue name must be a non-empty string, got {name!r}")
-        self.name = name
+        self.name = parsing.parse_store_name("Queue", name)
         self.max_size = max_size
         # put() sends one bytes argument: this header (max_size, 0 = unbounded; kv_actors.PUT_HEADER) + the value
         self._header = _PUT_HEADER.pack(int(max_size) if max_size and max_size > 0 else 0)

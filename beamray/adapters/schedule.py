@@ -12,15 +12,9 @@ from typing import Any, Callable, Optional
 
 from croniter import croniter
 
+from beamray.adapters import parsing
 from beamray.adapters.function import RemoteFunction, function
 from beamray.specs import TaskQueueSpec
-
-
-def parse_when(when: Any) -> str:
-    if not isinstance(when, str) or not croniter.is_valid(when.strip()):
-        raise ValueError(f"Invalid schedule {when!r}: use a cron expression like '*/5 * * * *' (UTC) or one of "
-                         "@yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly")
-    return when.strip()
 
 
 def upcoming(when: str, count: int = 3, after: datetime.datetime | None = None) -> list[datetime.datetime]:
@@ -52,7 +46,7 @@ class schedule(function):
         name: Optional[str] = None,
         on_deploy: Any = None,
     ) -> None:
-        self.when = parse_when(when)
+        self.when = parsing.parse_schedule(when)
         super().__init__(app=app, cpu=cpu, memory=memory, gpu=gpu, gpu_count=gpu_count, image=image,
                          timeout=timeout, retries=retries, callback_url=callback_url, volumes=volumes, disks=disks,
                          secrets=secrets, env=env, name=name, on_deploy=on_deploy)

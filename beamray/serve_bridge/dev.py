@@ -37,11 +37,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+from beamray.adapters.parsing import parse_serve_timeout
 from beamray.exceptions import BeamrayError
 from beamray.serve_bridge.logs import LogFollower, own_job_logs_only
 from beamray.specs import WEB_KINDS
 
-DEFAULT_TIMEOUT_S = 600  # Beam's server default: 10 minutes without requests
 SUFFIX = "-serve"
 RELOAD_ENV = "BEAMRAY_SERVE_RELOAD"  # set in the reload subprocess: a module-level ``.serve()`` is a no-op
 _POLL_S = 1.5  # replica discovery
@@ -49,15 +49,6 @@ _METRICS_S = 5.0  # request counter scrape
 _HANDOVER_S = 1.5  # > the gateway's 1 s route cache, so alias requests never hit a deleted version
 _RELOAD_TIMEOUT_S = 600
 _METRIC = "ray_serve_deployment_request_counter_total{"
-
-
-def resolve_timeout(timeout: int) -> float | None:
-    """Seconds of inactivity before the session ends: 0 → Beam's 10 minutes, -1 → never."""
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < -1:
-        raise ValueError(f"timeout must be -1 (never), 0 (10 minutes) or a number of seconds, got {timeout!r}")
-    if timeout == -1:
-        return None
-    return float(timeout or DEFAULT_TIMEOUT_S)
 
 
 def serve_name(name: str) -> str:
@@ -86,7 +77,7 @@ def serve(handle: Any, timeout: int = 0, url_type: str = "", *, target: str | No
     if target is None or code_root is None:
         found_target, found_root = _locate(handle)
         target, code_root = target or found_target, code_root or found_root
-    ServeSession(handle, resolve_timeout(timeout), target, code_root, echo=echo).run()
+    ServeSession(handle, parse_serve_timeout(timeout), target, code_root, echo=echo).run()
 
 
 def _locate(handle: Any) -> tuple[str | None, str]:

@@ -423,3 +423,34 @@ def test_name_valid(name):
 def test_name_invalid_raises(name):
     with pytest.raises(ValueError, match="name must be 1-63 letters, digits"):
         parsing.parse_name(name)
+
+
+# --- schedules, serve timeouts, Queue / Map names --------------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["@hourly", " */5 * * * * ", "0 0 29 2 *"])
+def test_schedule_valid(when):
+    assert parsing.parse_schedule(when) == when.strip()
+
+
+@pytest.mark.parametrize("when", ["every 1d", "61 * * * *", "0 0 30 2 *", "0 0 31 4 *", 5, None])
+def test_schedule_invalid_raises(when):
+    with pytest.raises(ValueError, match="Invalid schedule"):
+        parsing.parse_schedule(when)
+
+
+@pytest.mark.parametrize("timeout, seconds", [(0, 600.0), (-1, None), (45, 45.0)])
+def test_serve_timeout(timeout, seconds):
+    assert parsing.parse_serve_timeout(timeout) == seconds
+
+
+@pytest.mark.parametrize("timeout", [-3, 1.5, "60", True])
+def test_serve_timeout_invalid_raises(timeout):
+    with pytest.raises(ValueError, match="timeout must be -1"):
+        parsing.parse_serve_timeout(timeout)
+
+
+@pytest.mark.parametrize("name", ["", None, 3])
+def test_store_name_invalid_raises(name):
+    with pytest.raises(ValueError, match="Queue name must be a non-empty string"):
+        parsing.parse_store_name("Queue", name)

@@ -171,14 +171,6 @@ def test_a_timeout_below_minus_one_is_a_usage_error() -> None:
     assert "--timeout" in result.output
 
 
-def test_timeout_values() -> None:
-    assert dev.resolve_timeout(0) == 600.0  # Beam's default: 10 minutes without requests
-    assert dev.resolve_timeout(-1) is None
-    assert dev.resolve_timeout(45) == 45.0
-    with pytest.raises(ValueError):
-        dev.resolve_timeout(-3)
-
-
 def test_serve_is_a_no_op_while_a_reload_or_a_replica_imports_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
     """A module-level ``greet.serve()`` must not start a session inside a reload or a replica."""
     sys.path.insert(0, str(APP.parent))
