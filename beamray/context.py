@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 
@@ -17,7 +18,8 @@ class FunctionContext:
     timeout: Optional[int] = None
     on_start_value: Optional[Any] = None
     bind_port: int = 0
-    python_version: str = ""
+    # The interpreter the handler runs in (Beam reports its image's), as ``python3.11``.
+    python_version: str = field(default_factory=lambda: f"python{sys.version_info.major}.{sys.version_info.minor}")
 
 
 def wants_context(func: Callable[..., Any]) -> bool:

@@ -78,7 +78,6 @@ def _make_task_body(spec: FunctionSpec) -> Callable[..., Any]:
                 kwargs["context"] = FunctionContext(
                     container_id=container_id, stub_id=function_stub_id, stub_type="function",
                     callback_url=callback_url or None, task_id=task_id, timeout=int(timeout or 0),
-                    python_version=f"python{sys.version_info.major}.{sys.version_info.minor}",
                 )
             try:
                 with deadline(timeout, name):

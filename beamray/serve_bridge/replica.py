@@ -10,7 +10,6 @@ import asyncio
 import hmac
 import inspect
 import os
-import sys
 from typing import Any, Callable
 
 from ray import serve
@@ -54,14 +53,12 @@ class BeamrayReplica:
         self._mounts = mounts.process_mounts(spec.runtime.volumes)
         on_start_value = run_hook(spec.serving.on_start)
         self._mounts.sync()
-        python_version = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
         def make_context(task_id: str | None) -> FunctionContext:
             return FunctionContext(
                 container_id=os.environ["CONTAINER_ID"], stub_id=record["stub_id"],
                 stub_type=f"{spec.kind}/deployment", callback_url=spec.callback_url or None, task_id=task_id,
                 timeout=int(spec.timeout or 0), on_start_value=on_start_value, bind_port=config.http_port(),
-                python_version=python_version,
             )
 
         handler: Any = spec.func

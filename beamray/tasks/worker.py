@@ -8,7 +8,6 @@ worker lease per task). The spec arrives pickled: the service never imports user
 
 from __future__ import annotations
 
-import sys
 import traceback
 from typing import Any
 
@@ -44,8 +43,7 @@ class TaskWorker:
                 kwargs = {**kwargs, "context": FunctionContext(
                     container_id=container_id, stub_id=meta["stub_id"], stub_type=stub_type,
                     callback_url=meta.get("callback_url") or None, task_id=meta["task_id"],
-                    timeout=int(spec.timeout or 0), on_start_value=self.on_start_value,
-                    python_version=f"python{sys.version_info.major}.{sys.version_info.minor}")}
+                    timeout=int(spec.timeout or 0), on_start_value=self.on_start_value)}
             try:
                 result = spec.func(*args, **kwargs)
             except BaseException as exc:  # reported as the task's status, never as a Ray error
