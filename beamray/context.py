@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import inspect
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 
@@ -18,8 +17,7 @@ class FunctionContext:
     timeout: Optional[int] = None
     on_start_value: Optional[Any] = None
     bind_port: int = 0
-    # The interpreter the handler runs in (Beam reports its image's), as ``python3.11``.
-    python_version: str = field(default_factory=lambda: f"python{sys.version_info.major}.{sys.version_info.minor}")
+    python_version: str = ""
 
 
 def wants_context(func: Callable[..., Any]) -> bool:

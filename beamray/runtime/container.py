@@ -23,6 +23,7 @@ from typing import Any, Callable
 import cloudpickle
 
 from beamray import drop_in, ray_private
+from beamray.context import FunctionContext
 
 
 def isolate_imports(code_dir: str, handler: str) -> None:
@@ -60,6 +61,11 @@ def load_user_code(blob: bytes, handler: str) -> Any:
         return cloudpickle.loads(blob)
     finally:
         os.environ.pop("BETA9_IMPORTING_USER_CODE", None)
+
+
+def function_context(**fields: Any) -> FunctionContext:
+    """Beam's ``context`` for a handler running in this container, with its Python version."""
+    return FunctionContext(python_version=f"python{sys.version_info.major}.{sys.version_info.minor}", **fields)
 
 
 def run_hook(hook: Callable[[], Any] | None) -> Any:

@@ -14,10 +14,10 @@ import ray
 from ray.exceptions import GetTimeoutError, RayError, RayTaskError, TaskCancelledError, WorkerCrashedError
 
 from beamray import cluster, ray_private
-from beamray.context import FunctionContext, wants_context
+from beamray.context import wants_context
 from beamray.exceptions import RemoteExecutionError
 from beamray.runtime import resources as resource_options
-from beamray.runtime.container import load_user_code
+from beamray.runtime.container import function_context, load_user_code
 from beamray.runtime.image import image_runtime_env
 from beamray.runtime.worker import FunctionTimeoutError, RetryableTaskError, deadline, task_environment
 from beamray.specs import FunctionSpec
@@ -75,7 +75,7 @@ def _make_task_body(spec: FunctionSpec) -> Callable[..., Any]:
                     "STUB_TYPE": "function", "TIMEOUT": str(int(timeout or 0))}
         with task_environment(runtime.env, runtime.secrets, identity, runtime.volumes):
             if inject_context:
-                kwargs["context"] = FunctionContext(
+                kwargs["context"] = function_context(
                     container_id=container_id, stub_id=function_stub_id, stub_type="function",
                     callback_url=callback_url or None, task_id=task_id, timeout=int(timeout or 0),
                 )

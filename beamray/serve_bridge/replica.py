@@ -16,7 +16,7 @@ from ray import serve
 
 from beamray.context import FunctionContext
 from beamray.runtime import mounts
-from beamray.runtime.container import load_user_code, run_hook
+from beamray.runtime.container import function_context, load_user_code, run_hook
 from beamray.serve_bridge import http_app
 from beamray.serve_bridge.options import concurrency
 from beamray.specs import EndpointSpec
@@ -55,7 +55,7 @@ class BeamrayReplica:
         self._mounts.sync()
 
         def make_context(task_id: str | None) -> FunctionContext:
-            return FunctionContext(
+            return function_context(
                 container_id=os.environ["CONTAINER_ID"], stub_id=record["stub_id"],
                 stub_type=f"{spec.kind}/deployment", callback_url=spec.callback_url or None, task_id=task_id,
                 timeout=int(spec.timeout or 0), on_start_value=on_start_value, bind_port=config.http_port(),

@@ -13,8 +13,8 @@ from typing import Any
 
 import ray
 
-from beamray.context import FunctionContext, wants_context
-from beamray.runtime.container import load_user_code, run_hook
+from beamray.context import wants_context
+from beamray.runtime.container import function_context, load_user_code, run_hook
 from beamray.runtime.worker import task_environment
 from beamray.tasks.records import encode_result
 
@@ -40,7 +40,7 @@ class TaskWorker:
                     "STUB_TYPE": stub_type, "TIMEOUT": str(int(spec.timeout or 0))}
         with task_environment(spec.runtime.env, spec.runtime.secrets, identity, spec.runtime.volumes):
             if self.wants_context:
-                kwargs = {**kwargs, "context": FunctionContext(
+                kwargs = {**kwargs, "context": function_context(
                     container_id=container_id, stub_id=meta["stub_id"], stub_type=stub_type,
                     callback_url=meta.get("callback_url") or None, task_id=meta["task_id"],
                     timeout=int(spec.timeout or 0), on_start_value=self.on_start_value)}
