@@ -1,8 +1,9 @@
 """Beam's ``Volume``, ``CloudBucket`` and ``CloudBucketConfig``.
 
-A ``Volume`` is a named directory in beamray's storage, kept by ``beamray.volumes``. Inside a task or replica that lists it in ``volumes=[…]`` it
-appears at ``mount_path`` (relative to the working directory) and at ``/volumes/{name}`` (see
-``beamray.runtime.mounts`` for how, and for the consistency each backend gives).
+A ``Volume`` is a named directory in beamray's storage, kept by ``beamray.volumes``. Inside a task or
+replica that lists it in ``volumes=[…]`` it appears at ``mount_path`` (relative to the working
+directory) and at ``/volumes/{name}`` (see ``beamray.runtime.mounts`` for how, and for the consistency
+each backend gives).
 
 A ``CloudBucket`` is an existing S3 bucket named ``name``; ``CloudBucketConfig.access_key`` /
 ``secret_key`` are the *names* of beamray secrets holding the credentials, read inside the task.

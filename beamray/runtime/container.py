@@ -1,7 +1,7 @@
 """One Beam container: a deployment's own shipped code, loaded in isolation.
 
-Serve replicas, task-queue workers and function tasks load the user's code through here, so each imports exactly the
-files of its own deployment, as a Beam container does:
+Serve replicas, task-queue workers and function tasks load the user's code through here, so each
+imports exactly the files of its own deployment, as a Beam container does:
 
 - ``beam`` / ``beta9`` resolve to beamray (programs are written ``from beam import …``);
 - the deployment's code directory (its ``working_dir``, where Ray starts the process) comes first on

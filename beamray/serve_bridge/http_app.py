@@ -429,7 +429,8 @@ class _Bridge:
                     task = asyncio.ensure_future(call)
                     try:
                         await asyncio.wait(
-                            (task, started), timeout=self._runner.remaining(deadline), return_when=asyncio.FIRST_COMPLETED
+                            (task, started), timeout=self._runner.remaining(deadline),
+                            return_when=asyncio.FIRST_COMPLETED,
                         )
                     except BaseException:
                         task.cancel()
