@@ -114,7 +114,7 @@ def restore(timeout: float = 300.0) -> tuple[list[DeploymentRecord], list[Restor
         try:
             application = _launch(_launch_spec(registry, record), record, registry.spec_blob(record) or b"")
         except Exception as exc:  # any failure is this record's own: report it, go on with the rest
-            failures.append(RestoreFailure(record, _one_line(exc)))
+            failures.append(RestoreFailure(record, _one_line(str(exc) or type(exc).__name__)))
             continue
         if application is None:
             restored.append(record)
@@ -125,7 +125,7 @@ def restore(timeout: float = 300.0) -> tuple[list[DeploymentRecord], list[Restor
             if error is None:
                 restored.append(starting[name][0])
             else:
-                failures.append(RestoreFailure(starting[name][0], _one_line(DeployError(error))))
+                failures.append(RestoreFailure(starting[name][0], _one_line(error)))
     for record in restored:
         if record.status == "failed":
             registry.save(replace(record, status="running", error=""))
@@ -194,9 +194,9 @@ def _launch_spec(registry: Registry, record: DeploymentRecord) -> Spec:
     return cloudpickle.loads(launch_blob)
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(message: str) -> str:
     """What went wrong, in one line: the message's first line and, for a traceback, its last."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    lines = [line.strip() for line in message.splitlines() if line.strip()] or ["failed"]
     return lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
 
 

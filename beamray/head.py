@@ -93,11 +93,11 @@ def _lock() -> Iterator[None]:
 _RAY_WORKER_PORTS = range(10002, 20000)  # Ray hands these out to workers: keep its other ports clear of them
 
 
-def _pick_ports(preferred: dict[str, int | None]) -> dict[str, int]:
+def _pick_ports(preferred: dict[str, int | None], avoid: frozenset[int] = frozenset()) -> dict[str, int]:
     """A distinct free loopback port for each name: its preferred one when free, else one the kernel picks.
 
     A port is only probed, not held, so the kernel may offer the same one twice: Ray refuses to start
-    when two of its components share a port.
+    when two of its components share a port. Ports in ``avoid`` (the head's own, already chosen) are skipped.
     """
     chosen: dict[str, int] = {}
     for name, wanted in preferred.items():
@@ -109,7 +109,7 @@ def _pick_ports(preferred: dict[str, int | None]) -> dict[str, int]:
                 except OSError:
                     continue
                 port = sock.getsockname()[1]
-            if port not in chosen.values() and port not in _RAY_WORKER_PORTS:
+            if port not in chosen.values() and port not in avoid and port not in _RAY_WORKER_PORTS:
                 chosen[name] = port
                 break
         else:
@@ -168,7 +168,7 @@ def port_taken_message(port: int) -> str:
             "with BEAMRAY_HTTP_PORT=PORT (or `beamray config set http_port PORT`).")
 
 
-def _choose_http_port() -> int:
+def _choose_http_port(head_ports: frozenset[int]) -> int:
     """The gateway port of a new embedded head: the user's choice (refused when taken), else 8000 when
     free, else one the kernel picks (reported by ``config show`` and ``deploy``)."""
     chosen = config.configured_http_port()
@@ -178,7 +178,7 @@ def _choose_http_port() -> int:
         return chosen
     if port_is_free(config.DEFAULT_HTTP_PORT):
         return config.DEFAULT_HTTP_PORT
-    port = _pick_ports({"http": None})["http"]
+    port = _pick_ports({"http": None}, avoid=head_ports)["http"]
     print(f"=> Port {config.DEFAULT_HTTP_PORT} is taken (another beamray cluster?); this cluster's gateway "
           f"uses port {port} (see `beamray config show`)", file=sys.stderr)
     return port
@@ -219,7 +219,7 @@ def start_embedded(
         if ingress == "haproxy":
             preferred.update(metrics=None, stats=None, fallback=None)
         ports = _pick_ports(preferred)
-        http_port = _choose_http_port()
+        http_port = _choose_http_port(frozenset(ports.values()))
         command = [
             sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
             f"--port={ports['gcs']}", f"--dashboard-port={ports['dashboard']}", "--dashboard-host=127.0.0.1",

@@ -54,11 +54,13 @@ class BeamrayReplica:
         on_start_value = run_hook(spec.serving.on_start)
         self._mounts.sync()
 
+        bind_port = config.http_port()
+
         def make_context(task_id: str | None) -> FunctionContext:
             return function_context(
                 container_id=os.environ["CONTAINER_ID"], stub_id=record["stub_id"],
                 stub_type=f"{spec.kind}/deployment", callback_url=spec.callback_url or None, task_id=task_id,
-                timeout=int(spec.timeout or 0), on_start_value=on_start_value, bind_port=config.http_port(),
+                timeout=int(spec.timeout or 0), on_start_value=on_start_value, bind_port=bind_port,
             )
 
         handler: Any = spec.func

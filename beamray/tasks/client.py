@@ -118,8 +118,8 @@ def check_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
 
 
 def put(queue_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> "Task":
-    """Enqueue on queue version ``queue_id`` as Beam's ``.put()`` does, printing the task's id."""
-    check_arguments(args, kwargs)
+    """Enqueue on queue version ``queue_id`` as Beam's ``.put()`` does, printing the task's id; the caller
+    checked the arguments (``check_arguments``) before it looked the queue up or deployed one."""
     task_id = submit(queue_id, args, kwargs)
     print(f"Enqueued task: {task_id}")
     return Task(task_id)
