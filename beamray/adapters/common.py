@@ -34,42 +34,15 @@ def pickle_by_reference(func: Callable[..., Any]) -> None:
         func.__qualname__ = f"{qualname}.func"
 
 
-class RunnerArgs:
-    """Beam's common runner kwargs, parsed at decoration like the SDK (gpu waits for the first run)."""
-
-    def __init__(
-        self, *, app: str, cpu: Any, memory: Any, gpu: Any, gpu_count: int, image: Any, secrets: Any,
-        env: Any, volumes: Any, name: Any, callback_url: Any,
-    ) -> None:
-        self.cpu_millicores = parsing.parse_cpu(cpu)
-        self.memory = parsing.parse_memory(memory)
-        self.gpu = gpu
-        self.gpu_count = parsing.resolve_gpu_count(gpu, gpu_count)
-        self.image = image
-        self.secrets = parsing.parse_secrets(secrets)
-        self.env = parsing.parse_env(env)
-        self.volumes = tuple(volumes or ())
-        self.name = parsing.parse_name(name)
-        self.app = app or self.name or os.path.basename(os.getcwd())
-        self.callback_url = parsing.parse_callback_url(callback_url)
-
-    def resource_spec(self) -> ResourceSpec:
-        return ResourceSpec(cpu=self.cpu_millicores / 1000, memory_mib=self.memory,
-                            gpu=parsing.parse_gpu(self.gpu), gpu_count=self.gpu_count)
-
-    def runtime_spec(self) -> RuntimeSpec:
-        image = self.image.to_spec() if self.image is not None else ImageSpec()
-        return RuntimeSpec(env=self.env, secrets=self.secrets, image=image, volumes=self.volumes)
-
-
-# Every deployable decorator's settings with the SDK's defaults; each decorator declares its own
-# positional order of a subset of these (``signature``) and parses them with ``DeployableArgs``.
+# Every decorator's settings with the SDK's defaults. Each decorator declares its own positional order of
+# a subset of these and its own default overrides; ``DecoratorArgs`` binds and parses a call against them.
 DEFAULTS: dict[str, Any] = {
-    "app": "", "cpu": 1.0, "memory": 128, "gpu": "", "gpu_count": 0, "image": None, "timeout": 180,
-    "retries": 3, "workers": 1, "concurrent_requests": 1, "keep_warm_seconds": 180, "max_pending_tasks": 100,
-    "on_start": None, "on_deploy": None, "volumes": None, "disks": None, "secrets": None, "env": None,
-    "name": None, "authorized": True, "autoscaler": None, "callback_url": None, "task_policy": None,
-    "checkpoint_enabled": False, "retry_for": None, "inputs": None, "outputs": None, "pool": None,
+    "when": inspect.Parameter.empty, "app": "", "cpu": 1.0, "memory": 128, "gpu": "", "gpu_count": 0,
+    "image": None, "timeout": 180, "retries": 3, "workers": 1, "concurrent_requests": 1, "keep_warm_seconds": 180,
+    "max_pending_tasks": 100, "on_start": None, "on_deploy": None, "volumes": None, "disks": None,
+    "secrets": None, "env": None, "name": None, "authorized": True, "autoscaler": None, "callback_url": None,
+    "task_policy": None, "checkpoint_enabled": False, "retry_for": None, "inputs": None, "outputs": None,
+    "pool": None, "headless": False,
 }
 UNSUPPORTED = ("on_deploy", "disks", "inputs", "outputs", "pool", "checkpoint_enabled")
 
@@ -81,8 +54,11 @@ def signature(order: tuple[str, ...], **overrides: Any) -> inspect.Signature:
                                                 default=defaults[name]) for name in order])
 
 
-class DeployableArgs:
-    """Bind a decorator call to its signature and parse the settings every deployable kind shares."""
+class DecoratorArgs:
+    """One decorator call, bound in the SDK's positional order and parsed like the SDK does at decoration.
+
+    The GPU type alone waits for the first run (``resource_spec``), as in the SDK.
+    """
 
     def __init__(self, kind: str, order: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any],
                  **overrides: Any) -> None:
@@ -93,14 +69,32 @@ class DeployableArgs:
             if self.options.get(feature):
                 raise UnsupportedFeatureError(f"@{kind}({feature}=…) is not supported by beamray yet")
         options = self.options
-        self.runner_args = RunnerArgs(
-            app=options["app"], cpu=options["cpu"], memory=options["memory"], gpu=options["gpu"],
-            gpu_count=options["gpu_count"], image=options["image"], secrets=options["secrets"], env=options["env"],
-            volumes=options["volumes"], name=options["name"], callback_url=options["callback_url"],
-        )
+        self.cpu_millicores = parsing.parse_cpu(options["cpu"])
+        self.memory = parsing.parse_memory(options["memory"])
+        self.gpu = options["gpu"]
+        self.gpu_count = parsing.resolve_gpu_count(self.gpu, options["gpu_count"])
+        self.image = options["image"]
+        self.secrets = parsing.parse_secrets(options["secrets"])
+        self.env = parsing.parse_env(options["env"])
+        self.volumes = tuple(options["volumes"] or ())
+        self.name = parsing.parse_name(options["name"])
+        self.app = options["app"] or self.name or os.path.basename(os.getcwd())
+        self.callback_url = parsing.parse_callback_url(options["callback_url"])
+        self.retries, timeout, self.ttl = parsing.apply_task_policy(
+            options["task_policy"], parsing.parse_retries(options["retries"]), options["timeout"])
+        self.timeout = parsing.parse_timeout(timeout)
+        self.retry_for = parsing.parse_retry_for(options["retry_for"])
 
     def __getitem__(self, key: str) -> Any:
         return self.options[key]
+
+    def resource_spec(self) -> ResourceSpec:
+        return ResourceSpec(cpu=self.cpu_millicores / 1000, memory_mib=self.memory,
+                            gpu=parsing.parse_gpu(self.gpu), gpu_count=self.gpu_count)
+
+    def runtime_spec(self) -> RuntimeSpec:
+        image = self.image.to_spec() if self.image is not None else ImageSpec()
+        return RuntimeSpec(env=self.env, secrets=self.secrets, image=image, volumes=self.volumes)
 
     def serving(self) -> ServingSpec:
         options = self.options

@@ -1,7 +1,7 @@
 """``@endpoint``, ``@asgi`` and ``@realtime``: Beam's web deployments, served by Ray Serve.
 
 The three decorators take the same settings in different positional orders (the SDK's); each order is
-declared once below and bound onto one implementation (``adapters.common.DeployableArgs``).
+declared once below and bound onto one implementation (``adapters.common.DecoratorArgs``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from beamray import env as beam_env
 from beamray.adapters import parsing
-from beamray.adapters.common import DeployableArgs, handler_name, pickle_by_reference, signature
+from beamray.adapters.common import DecoratorArgs, handler_name, pickle_by_reference, signature
 from beamray.adapters.handle import Handle
 from beamray.specs import EndpointSpec
 
@@ -32,11 +32,8 @@ class _WebDecorator:
     kind = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        options = DeployableArgs(self.kind, _ORDER[self.kind], args, kwargs)
-        self.runner_args = options.runner_args
-        _, timeout, _ = parsing.apply_task_policy(options["task_policy"], 0, options["timeout"])
-        self.timeout = parsing.parse_timeout(timeout)
-        self.serving = options.serving()
+        self.runner_args = DecoratorArgs(self.kind, _ORDER[self.kind], args, kwargs)
+        self.serving = self.runner_args.serving()
 
     def __call__(self, func: Callable[..., Any]) -> "WebHandle":
         return WebHandle(func, self)
@@ -46,7 +43,7 @@ class _WebDecorator:
         return EndpointSpec(
             kind=self.kind, name=parsing.parse_name(name) or args.name or func.__name__, app=args.app,
             handler=handler_name(func), func=func, resources=args.resource_spec(), runtime=args.runtime_spec(),
-            serving=self.serving, timeout=self.timeout, callback_url=args.callback_url,
+            serving=self.serving, timeout=args.timeout, callback_url=args.callback_url,
         )
 
 

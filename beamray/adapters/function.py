@@ -8,15 +8,21 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 from beamray import env as beam_env
 from beamray.adapters import parsing
-from beamray.adapters.common import RunnerArgs, handler_name
+from beamray.adapters.common import DecoratorArgs, handler_name, signature
 from beamray.adapters.handle import Handle
-from beamray.adapters.types import TaskPolicy
 from beamray.exceptions import UnsupportedFeatureError
 from beamray.specs import FunctionSpec, ServingSpec, TaskQueueSpec
 
 # A deployed function has no autoscaler argument in Beam; it fans out freely, within these bounds.
 FUNCTION_MAX_CONTAINERS = 32
 FUNCTION_MAX_PENDING = 10_000
+
+
+# The SDK's positional order; ``retry_for`` is beamray's own, last, so Beam's positions hold.
+_ORDER = ("app", "cpu", "memory", "gpu", "gpu_count", "image", "timeout", "retries", "callback_url", "volumes",
+          "disks", "secrets", "env", "name", "task_policy", "on_deploy", "headless", "inputs", "outputs", "pool",
+          "retry_for")
+_OVERRIDES = {"cpu": 0.125, "timeout": 3600}
 
 
 class function:
@@ -26,42 +32,14 @@ class function:
     retries 3). ``gpu`` may be a priority list; the first type the cluster can serve now is used.
     """
 
-    def __init__(
-        self,
-        app: str = "",
-        cpu: float | str = 0.125,
-        memory: int | str = 128,
-        gpu: Any = "",
-        gpu_count: int = 0,
-        image: Any = None,
-        timeout: int = 3600,
-        retries: int = 3,
-        callback_url: Optional[str] = None,
-        volumes: Optional[list[Any]] = None,
-        disks: Optional[list[Any]] = None,
-        secrets: Optional[list[str]] = None,
-        env: Optional[dict[str, str]] = None,
-        name: Optional[str] = None,
-        task_policy: Optional[TaskPolicy] = None,
-        on_deploy: Any = None,
-        headless: bool = False,
-        inputs: Any = None,
-        outputs: Any = None,
-        pool: Any = None,
-        retry_for: Optional[list[type[BaseException]]] = None,
-    ) -> None:
-        self.runner_args = RunnerArgs(app=app, cpu=cpu, memory=memory, gpu=gpu, gpu_count=gpu_count, image=image,
-                                      secrets=secrets, env=env, volumes=volumes, name=name,
-                                      callback_url=callback_url)
-        retries, timeout, self.ttl = parsing.apply_task_policy(task_policy, parsing.parse_retries(retries), timeout)
-        self.timeout = parsing.parse_timeout(timeout)
-        self.retries = retries
-        self.retry_for = parsing.parse_retry_for(retry_for)
-        self.headless = bool(headless)
-        for feature, value in (("disks", disks), ("on_deploy", on_deploy), ("inputs", inputs),
-                               ("outputs", outputs), ("pool", pool)):
-            if value:
-                raise UnsupportedFeatureError(f"@function({feature}=…) is not supported by beamray yet")
+    kind = "function"
+    order = _ORDER
+    overrides = _OVERRIDES
+
+    __signature__ = signature(_ORDER, **_OVERRIDES)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.runner_args = DecoratorArgs(self.kind, self.order, args, kwargs, **self.overrides)
 
     def __call__(self, func: Callable[..., Any]) -> "RemoteFunction":
         return RemoteFunction(func, self)
@@ -71,11 +49,10 @@ class function:
         args = self.runner_args
         return FunctionSpec(
             name=args.name or func.__name__, app=args.app, handler=handler_name(func), func=func,
-            resources=args.resource_spec(), runtime=args.runtime_spec(), timeout=self.timeout,
-            retries=self.retries, retry_for=self.retry_for, ttl=self.ttl, callback_url=args.callback_url,
-            headless=self.headless,
+            resources=args.resource_spec(), runtime=args.runtime_spec(), timeout=args.timeout,
+            retries=args.retries, retry_for=args.retry_for, ttl=args.ttl, callback_url=args.callback_url,
+            headless=bool(args["headless"]),
         )
-
 
     def deployable_spec(self, func: Callable[..., Any], name: Optional[str] = None) -> TaskQueueSpec:
         """A deployed function is a task queue of kind ``function`` (Beam: POST answers a task id)."""

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 from croniter import croniter
 
 from beamray.adapters import parsing
+from beamray.adapters.common import signature
 from beamray.adapters.function import RemoteFunction, function
 from beamray.specs import TaskQueueSpec
 
@@ -27,29 +28,15 @@ def upcoming(when: str, count: int = 3, after: datetime.datetime | None = None) 
 class schedule(function):
     """Run the decorated function on a schedule once deployed (``beamray deploy app.py:task``)."""
 
-    def __init__(
-        self,
-        when: str,
-        app: str = "",
-        cpu: float | str = 1.0,
-        memory: int | str = 128,
-        gpu: Any = "",
-        gpu_count: int = 0,
-        image: Any = None,
-        timeout: int = 3600,
-        retries: int = 3,
-        callback_url: Optional[str] = None,
-        volumes: Optional[list[Any]] = None,
-        disks: Optional[list[Any]] = None,
-        secrets: Optional[list[str]] = None,
-        env: Optional[dict[str, str]] = None,
-        name: Optional[str] = None,
-        on_deploy: Any = None,
-    ) -> None:
-        self.when = parsing.parse_schedule(when)
-        super().__init__(app=app, cpu=cpu, memory=memory, gpu=gpu, gpu_count=gpu_count, image=image,
-                         timeout=timeout, retries=retries, callback_url=callback_url, volumes=volumes, disks=disks,
-                         secrets=secrets, env=env, name=name, on_deploy=on_deploy)
+    kind = "schedule"
+    order = ("when", "app", "cpu", "memory", "gpu", "gpu_count", "image", "timeout", "retries", "callback_url",
+             "volumes", "disks", "secrets", "env", "name", "on_deploy")
+    overrides = {"timeout": 3600}
+    __signature__ = signature(order, **overrides)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.when = parsing.parse_schedule(self.runner_args["when"])
 
     def __call__(self, func: Callable[..., Any]) -> "ScheduleWrapper":
         return ScheduleWrapper(func, self)

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from beamray import env as beam_env
 from beamray.adapters import parsing
-from beamray.adapters.common import DeployableArgs, handler_name, pickle_by_reference, signature
+from beamray.adapters.common import DecoratorArgs, handler_name, pickle_by_reference, signature
 from beamray.adapters.handle import Handle
 from beamray.specs import TaskQueueSpec
 
@@ -22,13 +22,8 @@ class task_queue:
     __signature__ = signature(_ORDER, **_OVERRIDES)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        options = DeployableArgs("task_queue", _ORDER, args, kwargs, **_OVERRIDES)
-        self.runner_args = options.runner_args
-        self.retries, timeout, self.ttl = parsing.apply_task_policy(
-            options["task_policy"], parsing.parse_retries(options["retries"]), options["timeout"])
-        self.timeout = parsing.parse_timeout(timeout)
-        self.retry_for = parsing.parse_retry_for(options["retry_for"])
-        self.serving = options.serving()
+        self.runner_args = DecoratorArgs("task_queue", _ORDER, args, kwargs, **_OVERRIDES)
+        self.serving = self.runner_args.serving()
 
     def __call__(self, func: Callable[..., Any]) -> "TaskQueueHandle":
         return TaskQueueHandle(func, self)
@@ -38,7 +33,7 @@ class task_queue:
         return TaskQueueSpec(
             name=parsing.parse_name(name) or args.name or func.__name__, app=args.app, handler=handler_name(func),
             func=func, resources=args.resource_spec(), runtime=args.runtime_spec(), serving=self.serving,
-            timeout=self.timeout, retries=self.retries, retry_for=self.retry_for, ttl=self.ttl,
+            timeout=args.timeout, retries=args.retries, retry_for=args.retry_for, ttl=args.ttl,
             callback_url=args.callback_url,
         )
 

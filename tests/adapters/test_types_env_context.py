@@ -228,8 +228,8 @@ def test_function_defaults_resolve_like_the_sdk(spec):
     assert repr(list(args.volumes)) == resolved["volumes"]
     assert repr(list(args.secrets)) == resolved["secrets"]
     assert repr(list(args.env)) == resolved["env"]
-    assert repr(decorator.headless) == resolved["headless"]
-    policy = TaskPolicy(max_retries=decorator.retries, timeout=int(decorator.timeout), ttl=decorator.ttl)
+    assert repr(args["headless"]) == resolved["headless"]
+    policy = TaskPolicy(max_retries=args.retries, timeout=int(args.timeout), ttl=args.ttl)
     assert repr(policy) == resolved["task_policy"] == "TaskPolicy(max_retries=3, timeout=3600, ttl=0)"
 
 
@@ -266,16 +266,16 @@ def test_function_gpu_named_sets_gpu_count_one():
 
 def test_function_task_policy_overrides_retries_and_timeout():
     decorator = beamray.function(retries=1, timeout=60, task_policy=TaskPolicy(max_retries=5, timeout=10, ttl=30))
-    assert (decorator.retries, decorator.timeout, decorator.ttl) == (5, 10, 30)
+    assert (decorator.runner_args.retries, decorator.runner_args.timeout, decorator.runner_args.ttl) == (5, 10, 30)
 
 
 def test_function_zero_task_policy_keeps_plain_kwargs():
     decorator = beamray.function(retries=1, timeout=60, task_policy=TaskPolicy())
-    assert (decorator.retries, decorator.timeout, decorator.ttl) == (1, 60, 0)
+    assert (decorator.runner_args.retries, decorator.runner_args.timeout, decorator.runner_args.ttl) == (1, 60, 0)
 
 
 def test_function_timeout_minus_one_means_none():
-    assert beamray.function(timeout=-1).timeout is None
+    assert beamray.function(timeout=-1).runner_args.timeout is None
 
 
 def test_function_spec_carries_parsed_values():
