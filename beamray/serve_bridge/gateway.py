@@ -18,7 +18,7 @@ from ray import serve
 
 from beamray.registry import DeploymentRecord, Registry
 from beamray.exceptions import TaskQueueFullError
-from beamray.serve_bridge.http_app import MAX_BODY_BYTES, PayloadError, parse_payload
+from beamray.serve_bridge.asgi import MAX_BODY_BYTES, PayloadError, parse_payload
 from beamray.specs import QUEUED_KINDS, Kind
 
 _KIND_NAMES = frozenset(kind.value for kind in Kind)

@@ -25,7 +25,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from beamray.context import FunctionContext
-from beamray.serve_bridge.http_app import PayloadError, build_app, parse_payload
+from beamray.serve_bridge.asgi import PayloadError, parse_payload
+from beamray.serve_bridge.http_app import build_app
 
 TOKEN = "secret-token"
 
