@@ -19,16 +19,12 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence, Union
 
 from beamray import env as beam_env
+from beamray.adapters import parsing
 from beamray.adapters.types import PythonVersion
 from beamray.specs import ImageSpec
 
 LOCAL_PYTHON_VERSION = f"python{sys.version_info.major}.{sys.version_info.minor}"
 
-# Registry secret names Beam accepts for a private base image (values live in the secrets store).
-IMAGE_CREDENTIAL_KEYS = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "DOCKERHUB_USERNAME",
-    "DOCKERHUB_PASSWORD", "GITHUB_USERNAME", "GITHUB_TOKEN", "GCP_ACCESS_TOKEN", "NGC_API_KEY",
-)
 APT_INSTALL_COMMAND = (
     "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {} "
     "&& rm -rf /var/lib/apt/lists/*"
@@ -70,37 +66,6 @@ def _load_requirements_file(path: str) -> list[str]:
     return [line for line in requirements_file.read_text().split("\n") if line != ""]
 
 
-def _sanitize_python_packages(packages: Sequence[str]) -> list[str]:
-    """The SDK's rule: pip option lines (``-``/``--``) kept as they are, ``#`` lines dropped, spaces removed."""
-    sanitized = []
-    for package in packages:
-        if package.startswith("-"):
-            sanitized.append(package)
-        elif package.startswith("#"):
-            continue
-        else:
-            sanitized.append(package.replace(" ", ""))
-    return sanitized
-
-
-def _validate_credentials(creds: Any) -> Union[list[str], dict[str, str]]:
-    """Beam limits registry credentials to a fixed set of secret names; reject others at definition time."""
-    if creds is None:
-        return {}
-    if isinstance(creds, dict):
-        keys: Sequence[Any] = list(creds)
-    elif isinstance(creds, (list, tuple)):
-        keys = list(creds)
-    else:
-        raise TypeError(f"base_image_creds must be a list of secret names or a dict, got {type(creds).__name__}")
-    for key in keys:
-        if key not in IMAGE_CREDENTIAL_KEYS:
-            raise ValueError(
-                f"Invalid base_image_creds key: {key!r}. Allowed keys: {', '.join(IMAGE_CREDENTIAL_KEYS)}"
-            )
-    return dict(creds) if isinstance(creds, dict) else list(creds)
-
-
 def _python_version_text(version: Any) -> str:
     return version.value if isinstance(version, PythonVersion) else str(version)
 
@@ -126,11 +91,11 @@ class Image:
         if beam_env.is_notebook_env() and base_image is None:
             python_version = _detected_python_version()
         self.python_version: Union[PythonVersion, str] = python_version
-        self.python_packages: list[str] = _sanitize_python_packages(packages)
+        self.python_packages: list[str] = parsing.parse_python_packages(packages)
         self.commands: list[str] = list(commands) if commands is not None else []
         self.build_steps: list[BuildStep] = []
         self.base_image: str = base_image or ""
-        self.base_image_creds: Union[list[str], dict[str, str]] = _validate_credentials(base_image_creds)
+        self.base_image_creds: Union[list[str], dict[str, str]] = parsing.parse_image_credentials(base_image_creds)
         self.env_vars: list[str] = []
         self.secrets: list[str] = []
         self.dockerfile: str = ""  # the Dockerfile's text, as in the SDK
@@ -206,7 +171,7 @@ class Image:
         """pip packages installed after the constructor's, in the order steps are added."""
         if isinstance(packages, str):
             try:
-                packages = _sanitize_python_packages(_load_requirements_file(packages))
+                packages = parsing.parse_python_packages(_load_requirements_file(packages))
             except FileNotFoundError:
                 raise ValueError(_requirements_error(packages)) from None
         for package in packages:
@@ -246,7 +211,7 @@ class Image:
         if not _python_version_text(self.python_version).startswith("micromamba"):
             raise ValueError("Micromamba must be enabled to use this method.")
         if isinstance(packages, str):
-            packages = _sanitize_python_packages(_load_requirements_file(packages))
+            packages = parsing.parse_python_packages(_load_requirements_file(packages))
         for package in packages:
             self.build_steps.append(BuildStep(command=package, type="micromamba"))
         for channel in channels or []:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, Union
 from urllib.parse import urlparse
 
 from beamray.adapters.types import GpuType, QueueDepthAutoscaler, TaskPolicy
@@ -16,6 +16,12 @@ from beamray.adapters.types import GpuType, QueueDepthAutoscaler, TaskPolicy
 _CPU_MILLICORES = re.compile(r"\d+m")
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)([a-z]*)")
 _MEMORY_UNITS = {"": 1, "m": 1, "mb": 1, "mi": 1, "mib": 1, "g": 1000, "gb": 1000, "gi": 1024, "gib": 1024}
+
+# Registry secret names Beam accepts for a private base image (values live in the secrets store).
+IMAGE_CREDENTIAL_KEYS = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "DOCKERHUB_USERNAME",
+    "DOCKERHUB_PASSWORD", "GITHUB_USERNAME", "GITHUB_TOKEN", "GCP_ACCESS_TOKEN", "NGC_API_KEY",
+)
 
 
 def parse_cpu(cpu: Any) -> int:
@@ -248,3 +254,33 @@ def parse_store_name(kind: str, name: Any) -> str:
         raise ValueError(f"{kind} name must be a non-empty string, got {name!r}")
     return name
 
+
+def parse_python_packages(packages: Sequence[str]) -> list[str]:
+    """The SDK's rule: pip option lines (``-``/``--``) kept as they are, ``#`` lines dropped, spaces removed."""
+    sanitized = []
+    for package in packages:
+        if package.startswith("-"):
+            sanitized.append(package)
+        elif package.startswith("#"):
+            continue
+        else:
+            sanitized.append(package.replace(" ", ""))
+    return sanitized
+
+
+def parse_image_credentials(creds: Any) -> Union[list[str], dict[str, str]]:
+    """Beam limits registry credentials to a fixed set of secret names; reject others at definition time."""
+    if creds is None:
+        return {}
+    if isinstance(creds, dict):
+        keys: Sequence[Any] = list(creds)
+    elif isinstance(creds, (list, tuple)):
+        keys = list(creds)
+    else:
+        raise TypeError(f"base_image_creds must be a list of secret names or a dict, got {type(creds).__name__}")
+    for key in keys:
+        if key not in IMAGE_CREDENTIAL_KEYS:
+            raise ValueError(
+                f"Invalid base_image_creds key: {key!r}. Allowed keys: {', '.join(IMAGE_CREDENTIAL_KEYS)}"
+            )
+    return dict(creds) if isinstance(creds, dict) else list(creds)
