@@ -64,6 +64,10 @@ class TaskQueueFullError(BeamrayError):
     """A task queue holds ``max_pending_tasks`` already (HTTP 429); the task was not enqueued."""
 
 
+class StoreUnavailableError(BeamrayError):
+    """beamray's durable store (SQLite, Redis) did not answer; nothing was accepted. HTTP 503."""
+
+
 class SecretNotFoundError(BeamrayError, KeyError):
     """A secret is missing from the secrets store."""
 
