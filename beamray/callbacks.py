@@ -4,8 +4,13 @@ The body is ``{"data": <result or {}>}``; headers ``x-task-id``, ``x-task-status
 (unix seconds) and ``x-task-signature``, the hex HMAC-SHA256 of ``f"{base64(body)}:{timestamp}"`` under
 the cluster's signing key (``signing_key()``, Beam's "signature token"). Delivery follows Beam's runner:
 connect timeout 10 s, read timeout 30 s, up to 3 attempts (backoff 0.5 s, then 1 s) on connection
-errors and 408/425/429/5xx, never after a read timeout. A callback that fails is logged, never raised:
-it must not fail the task. Only the standard library is used, to keep worker imports light.
+errors and 408/425/429/5xx, never after a read timeout; each attempt is signed with its own timestamp,
+so receivers that reject stale signatures (Beam's advice: older than 5 s) accept retries. A callback that
+fails is logged, never raised: it must not fail the task. ``BEAMRAY_CALLBACK_HOSTS`` (comma-separated
+host names, ``*.example.com`` for a domain) restricts where callbacks may go; unset, any host. Only the
+standard library is used, to keep worker imports light.
+
+As in Beam, the signature covers the body and the timestamp only, not the ``x-task-*`` headers.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import hmac
 import http.client
 import json
 import logging
+import os
 import secrets as _random
 import socket
 import ssl
@@ -92,6 +98,14 @@ def _post_once(url: urllib.parse.SplitResult, body: bytes, headers: dict[str, st
         connection.close()
 
 
+def host_allowed(host: str, allowed: str | None = None) -> bool:
+    """Whether ``BEAMRAY_CALLBACK_HOSTS`` (or ``allowed``) lets callbacks go to ``host``."""
+    allowed = os.environ.get("BEAMRAY_CALLBACK_HOSTS", "") if allowed is None else allowed
+    patterns = [item.strip().lower() for item in allowed.split(",") if item.strip()]
+    host = host.lower().rstrip(".")
+    return not patterns or any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
+
+
 def send(url: str, task_id: str, status: str, data: Any) -> bool:
     """POST the callback for ``task_id``; True once a 2xx answer came back (redirects are not followed). Never raises."""
     try:
@@ -99,7 +113,11 @@ def send(url: str, task_id: str, status: str, data: Any) -> bool:
         if target.scheme not in ("http", "https") or not target.hostname:
             logger.warning("callback for task %s not sent: %r is not an http(s) URL", task_id, url)
             return False
-        body, headers = build_request(task_id, status, data, signing_key())
+        if not host_allowed(target.hostname):
+            logger.warning("callback for task %s not sent: %s is not in BEAMRAY_CALLBACK_HOSTS", task_id,
+                           target.hostname)
+            return False
+        key = signing_key()
     except Exception as exc:  # a bad URL, an unreachable store: the task itself must still succeed
         logger.warning("callback for task %s to %s not sent: %s", task_id, url, exc)
         return False
@@ -107,6 +125,7 @@ def send(url: str, task_id: str, status: str, data: Any) -> bool:
     attempts = len(BACKOFF) + 1
     for attempt in range(1, attempts + 1):
         try:
+            body, headers = build_request(task_id, status, data, key)
             code = _post_once(target, body, headers)
         except _ReadTimeout as exc:
             logger.warning("callback for task %s to %s: no answer within %gs (%s); not retried",

@@ -64,6 +64,10 @@ class TaskQueueFullError(BeamrayError):
     """A task queue holds ``max_pending_tasks`` already (HTTP 429); the task was not enqueued."""
 
 
+class TaskTooLargeError(BeamrayError, ValueError):
+    """A task's arguments or result exceed the size a task record may hold (HTTP 413); nothing was stored."""
+
+
 class StoreUnavailableError(BeamrayError):
     """beamray's durable store (SQLite, Redis) did not answer; nothing was accepted. HTTP 503."""
 

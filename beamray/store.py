@@ -26,11 +26,15 @@ class Store(Protocol):
 
 class SqliteStore:
     def __init__(self, path: str) -> None:
+        _private(path)
         self._connection = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         self._connection.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: durable across process and cluster crashes (not power loss), without an fsync per write.
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._connection.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.chmod(path + suffix, 0o600)
         self._lock = threading.Lock()
 
     def get(self, key: str) -> bytes | None:
@@ -60,11 +64,18 @@ class SqliteStore:
         return dict(rows)
 
 
+# A Redis that stops answering must not hold a caller forever: beamray's callers are event loops (the
+# task service, the gateway). Commands fail after these; the client reconnects by itself once Redis is back.
+REDIS_CONNECT_TIMEOUT_S = 2.0
+REDIS_SOCKET_TIMEOUT_S = 5.0
+
+
 class RedisStore:
     def __init__(self, url: str) -> None:
         import redis
 
-        self._client = redis.Redis.from_url(url)
+        self._client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+                                            socket_timeout=REDIS_SOCKET_TIMEOUT_S, health_check_interval=10)
         self._prefix = "beamray:"
 
     def get(self, key: str) -> bytes | None:
@@ -106,6 +117,13 @@ class RayKVStore:
     def scan(self, prefix: str) -> dict[str, bytes]:
         found = {key: self.kv.get(key) for key in self.kv.keys(prefix)}
         return {key: value for key, value in found.items() if value is not None}
+
+
+def _private(path: str) -> None:
+    """Task arguments and results live in the database: only its owner may read it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
 
 
 def _glob_escape(text: str) -> str:

@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import hmac
 import http.server
+import itertools
 import json
 import socket
 import stat
@@ -149,7 +150,37 @@ def test_503_twice_then_200_takes_three_attempts_with_backoff(store: Path, recei
     assert len(receiver.requests) == 3
     gaps = [b["at"] - a["at"] for a, b in zip(receiver.requests, receiver.requests[1:])]
     assert 0.45 <= gaps[0] < 0.9 and 0.95 <= gaps[1] < 1.5
-    assert len({r["headers"]["x-task-signature"] for r in receiver.requests}) == 1  # the same request, resent
+    for request in receiver.requests:  # each attempt signed with its own timestamp, and valid
+        verify_signature(request["body"], callbacks.signing_key(), int(request["headers"]["x-task-timestamp"]),
+                         request["headers"]["x-task-signature"])
+
+
+def test_every_attempt_is_signed_when_it_is_sent(store: Path, receiver: Receiver,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Receivers reject signatures older than 5 s (Beam's advice): a retry must carry a fresh one."""
+    clock = itertools.count(1_700_000_000, 10)
+    monkeypatch.setattr(callbacks.time, "time", lambda: next(clock))
+    monkeypatch.setattr(callbacks, "BACKOFF", (0.0, 0.0))
+    receiver.statuses = [503, 503, 200]
+    assert callbacks.send(receiver.url, "t", "COMPLETE", {}) is True
+    stamps = [int(r["headers"]["x-task-timestamp"]) for r in receiver.requests]
+    assert len(stamps) == 3 and stamps == sorted(set(stamps))  # three attempts, three timestamps
+
+
+@pytest.mark.parametrize("allowed, host, ok", [
+    ("", "anything.example", True), ("hooks.example.com", "hooks.example.com", True),
+    ("hooks.example.com", "169.254.169.254", False), ("*.example.com", "a.b.example.com", True),
+    ("*.example.com", "example.com.evil.net", False), (" a.io , b.io ", "B.io", True),
+])
+def test_callback_hosts_allow_list(allowed: str, host: str, ok: bool) -> None:
+    assert callbacks.host_allowed(host, allowed) is ok
+
+
+def test_a_host_outside_the_allow_list_gets_nothing(store: Path, receiver: Receiver,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BEAMRAY_CALLBACK_HOSTS", "hooks.example.com")
+    assert callbacks.send(receiver.url, "t", "COMPLETE", {}) is False
+    assert receiver.requests == []
 
 
 @pytest.mark.parametrize("status", [408, 425, 429, 500, 502])

@@ -38,7 +38,7 @@ def register_queue(config: QueueConfig, spec_blob: bytes) -> None:
 
 
 def unregister_queue(queue_id: str) -> None:
-    """Stop a queue version; its pending tasks stay PENDING (and expire)."""
+    """Stop a queue version; its tasks that have not started expire."""
     ray.get(service().unregister_queue.remote(queue_id))
 
 
@@ -67,7 +67,9 @@ class _Enqueuer:
         self._sending = False
 
     def submit(self, queue_id: str, args: list[Any], kwargs: dict[str, Any]) -> str:
-        mine = _Enqueue(queue_id, (args, kwargs, ""))  # a request-level callback travels in kwargs, as Beam's
+        # The caller holds the cluster (trusted): a callback_url kwarg is also where Beam's callback goes.
+        callback_url = kwargs.get("callback_url")
+        mine = _Enqueue(queue_id, (args, kwargs, callback_url if isinstance(callback_url, str) else ""))
         with self._lock:
             self._waiting.append(mine)
             lead = not self._sending
@@ -169,7 +171,7 @@ class Task:
 
     def subscribe(self, event_handler: Callable[[dict[str, Any]], None] | None = None) -> Any:
         """Block until the task ends, calling ``event_handler`` on each status change; returns the result."""
-        last = None
+        last, pause = None, 0.05
         try:
             while True:
                 data = self._refresh()
@@ -179,7 +181,8 @@ class Task:
                         event_handler(data)
                 if data["status"] in records.TERMINAL:
                     return records.decode_result(data["result"])
-                time.sleep(0.1)
+                time.sleep(pause)
+                pause = min(0.5, pause * 1.5)  # quick for short tasks, light on the service for long ones
         except Exception as exc:  # the SDK returns errors instead of raising them
             return {"error": str(exc)}
 

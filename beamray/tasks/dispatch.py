@@ -52,6 +52,7 @@ class Queue:
     queued: dict[str, Launch] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     loop: asyncio.Task | None = None
+    admitting: int = 0  # tasks of submits waiting for their records to be written (count as pending)
 
     def capacity(self) -> int:
         return self.pool.capacity(len(self.pending) + len(self.queued) + len(self.running))

@@ -5,15 +5,22 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
 
+from beamray.exceptions import TaskTooLargeError
+
 PENDING, RUNNING, COMPLETE, RETRY = "PENDING", "RUNNING", "COMPLETE", "RETRY"
 CANCELLED, TIMEOUT, EXPIRED, FAILED = "CANCELLED", "TIMEOUT", "EXPIRED", "FAILED"
 TERMINAL = (COMPLETE, CANCELLED, TIMEOUT, EXPIRED, FAILED)
 ALIASES = {"ERROR": FAILED}  # the SDK's TaskStatus.Error
+# What one task record may hold of arguments, and of result: records live in memory and in the store
+# (on KubeRay, the Redis that also backs the GCS), so one caller must not be able to fill them.
+MAX_PAYLOAD_BYTES = 16 * 2**20
+DEFAULT_RETENTION_S = 7 * 24 * 3600.0
 
 
 def normalize_status(status: str) -> str:
@@ -53,13 +60,38 @@ class TaskRecord:
         return cls(**json.loads(raw))
 
 
+def retention_seconds() -> float:
+    """How long finished tasks stay queryable: ``BEAMRAY_TASK_RETENTION_S``, by default 7 days."""
+    value = os.environ.get("BEAMRAY_TASK_RETENTION_S", "")
+    try:
+        seconds = float(value) if value else DEFAULT_RETENTION_S
+    except ValueError:
+        seconds = DEFAULT_RETENTION_S
+    return seconds if seconds > 0 else DEFAULT_RETENTION_S
+
+
+def check_payload_size(args: list[Any], kwargs: dict[str, Any]) -> None:
+    size = len(json.dumps([args, kwargs]))
+    if size > MAX_PAYLOAD_BYTES:
+        raise TaskTooLargeError(f"the task's arguments are {_mib(size)}, over the {_mib(MAX_PAYLOAD_BYTES)} a task "
+                                "may carry; pass large inputs through a Volume or a CloudBucket")
+
+
 def encode_result(value: Any) -> Any:
     """JSON when possible (what the task API shows), else cloudpickle in base64 (the SDK decodes it)."""
     try:
-        json.dumps(value)
-        return value
+        size = len(json.dumps(value))
     except (TypeError, ValueError):
-        return {"base64": base64.b64encode(cloudpickle.dumps(value)).decode()}
+        value = {"base64": base64.b64encode(cloudpickle.dumps(value)).decode()}
+        size = len(value["base64"])
+    if size > MAX_PAYLOAD_BYTES:
+        raise TaskTooLargeError(f"the task's result is {_mib(size)}, over the {_mib(MAX_PAYLOAD_BYTES)} a task "
+                                "result may hold; save large results with beam's Output instead")
+    return value
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 def decode_result(value: Any) -> Any:

@@ -5,8 +5,9 @@ writer), runs each queue's tasks in that queue's containers (``containers.Contai
 with the queue's resources and code, scaled with queue depth), and turns outcomes into Beam's statuses:
 an exception in ``retry_for`` or a crashed worker → RETRY (up to ``retries``), any other exception →
 FAILED, past ``timeout`` → TIMEOUT (the worker process is killed), cancelled → CANCELLED, never started
-within the TTL → EXPIRED. On (re)start it reloads every record: RUNNING tasks of a dead service are
-retried, PENDING ones run. A task is marked COMPLETE at most once.
+within the TTL, or of a queue version that was stopped → EXPIRED. On (re)start it reloads every record:
+RUNNING tasks of a dead service are retried, PENDING ones run. A task is marked COMPLETE at most once.
+Finished tasks are kept ``BEAMRAY_TASK_RETENTION_S`` (7 days), then forgotten, in memory and in the store.
 """
 
 from __future__ import annotations
@@ -21,19 +22,20 @@ from typing import Any
 import ray
 
 from beamray import ray_private
-from beamray.exceptions import TaskQueueFullError
+from beamray.exceptions import StoreUnavailableError, TaskQueueFullError
 from beamray.store import open_store
 from beamray.tasks import records
 from beamray.tasks.config import QueueConfig
 from beamray.tasks.containers import ContainerPool
 from beamray.tasks.dispatch import Dispatch, Queue
 from beamray.tasks.journal import Journal
-from beamray.tasks.records import TaskRecord
+from beamray.tasks.records import TaskRecord, TaskTooLargeError
 
 _log = logging.getLogger(__name__)
 SERVICE_NAME = "beamray-task-service"
 _QUEUES = "taskqueues/"
 _NO_STATS = {"active_containers": 0, "queue_depth": 0}  # a queue that is not running
+ROLLBACK_GRACE_S = 60.0
 
 
 def _outputs(task_id: str) -> list[dict[str, Any]]:
@@ -64,6 +66,10 @@ class TaskService(Dispatch):
         self.known: dict[str, QueueConfig] = {}  # every registered queue version, running or not (yet)
         self._callbacks = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="beamray-callback")
         self._started = False
+        self._sweeper: asyncio.Task | None = None
+        # Tasks refused because the store failed: their write may still land (a stalled Redis runs the
+        # commands it had buffered when it resumes), so the sweep deletes them until the grace ends.
+        self._rolled_back: dict[str, float] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -82,6 +88,7 @@ class TaskService(Dispatch):
                 if blob is not None and _code_present(config):
                     self._activate(config, blob)  # else a restore will register it again with fresh code
         self._started = True
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         for record in sorted(self.tasks.values(), key=lambda r: r.created_at):
             if record.status == records.RUNNING:  # its worker died with the previous service
                 self._retry_or_fail(record, "the task service restarted while the task ran")
@@ -105,8 +112,8 @@ class TaskService(Dispatch):
     async def register_queue(self, config: QueueConfig, spec_blob: bytes) -> None:
         """Start (or replace) a queue version; its config says resources, runtime env and policies."""
         await self._start()
-        self.store.put(f"{_QUEUES}{config.queue}/spec", spec_blob)
-        self.store.put(f"{_QUEUES}{config.queue}/config", config.to_json())
+        await asyncio.to_thread(self.store.put_many, {f"{_QUEUES}{config.queue}/spec": spec_blob,
+                                                      f"{_QUEUES}{config.queue}/config": config.to_json()})
         self.known[config.queue] = config
         queue = self._activate(config, spec_blob)
         for record in sorted(self.tasks.values(), key=lambda r: r.created_at):
@@ -116,16 +123,49 @@ class TaskService(Dispatch):
         queue.wake.set()
 
     async def unregister_queue(self, queue_id: str) -> None:
-        """Stop taking work from a queue version; its pending tasks stay PENDING (and expire)."""
+        """Stop a queue version. Nothing would ever run its tasks that have not started: they expire now,
+        so their waiting clients (``result(wait=True)``, SSE) get an answer."""
         await self._start()
         queue = self.queues.pop(queue_id, None)
-        self.known.pop(queue_id, None)
+        config = self.known.pop(queue_id, None)
         if queue:
+            for task_id in list(queue.queued):  # held by a busy worker to run next: it must not start
+                self._unqueue(queue, task_id)
             queue.pool.close()
             if queue.loop:
                 queue.loop.cancel()
-        self.store.delete(f"{_QUEUES}{queue_id}/config")
-        self.store.delete(f"{_QUEUES}{queue_id}/spec")
+        name = config.name if config else queue_id
+        self._expire_unstarted(lambda record: record.queue == queue_id,
+                               f"the task queue {name} was stopped before the task ran")
+        await asyncio.to_thread(self.store.delete, f"{_QUEUES}{queue_id}/config")
+        await asyncio.to_thread(self.store.delete, f"{_QUEUES}{queue_id}/spec")
+
+    def _expire_unstarted(self, which: Any, error: str) -> None:
+        for record in list(self.tasks.values()):
+            if record.status in (records.PENDING, records.RETRY) and which(record):
+                self._finish(record, records.EXPIRED, result=None, error=error)
+
+    async def _sweep(self) -> None:
+        """Forever: expire tasks no queue will ever run, and forget finished tasks past the retention."""
+        retention = records.retention_seconds()
+        while True:
+            try:
+                if self._rolled_back:
+                    await asyncio.wrap_future(self.journal.remove(list(self._rolled_back)))
+                    now = time.time()
+                    self._rolled_back = {key: end for key, end in self._rolled_back.items() if end > now}
+                self._expire_unstarted(lambda record: record.queue not in self.known,
+                                       "the task's queue no longer exists")
+                horizon = time.time() - retention
+                old = [task_id for task_id, record in self.tasks.items()
+                       if record.status in records.TERMINAL and (record.ended_at or record.updated_at) < horizon]
+                if old:
+                    await asyncio.wrap_future(self.journal.remove(old))
+                    for task_id in old:
+                        self.tasks.pop(task_id, None)
+            except Exception:  # the store is down: the next round tries again
+                _log.warning("task sweep failed; retrying", exc_info=True)
+            await asyncio.sleep(1.0 if self._rolled_back else min(10.0, max(0.5, retention / 4)))
 
     # --- API -----------------------------------------------------------------------------------------
 
@@ -139,30 +179,60 @@ class TaskService(Dispatch):
     @_quiet
     async def submit_many(self, queue_id: str, items: list[tuple[list[Any], dict[str, Any], str]]
                           ) -> list[str | TaskQueueFullError]:
-        """Enqueue ``(args, kwargs, callback_url)`` items: each gets a task id, or the error that refused it."""
+        """Enqueue ``(args, kwargs, callback_url)`` items: each gets a task id, or the error that refused it.
+
+        A task is accepted once its record is in the store: only then can it run. If the store fails,
+        the whole call is rolled back (no task of it ever runs) and ``StoreUnavailableError`` says so, so
+        a client that retries gets no duplicate. ``callback_url`` comes from trusted callers only (the
+        token holder); a ``callback_url`` kwarg stays the handler's argument, as in Beam.
+        """
         await self._start()
         queue = self.queues.get(queue_id)
         if queue is None:
             raise KeyError(f"task queue {queue_id} is not running")
         outcomes: list[str | TaskQueueFullError] = []
+        admitted: list[TaskRecord] = []
         for args, kwargs, callback_url in items:
             try:
-                outcomes.append(self._enqueue(queue, args, kwargs, callback_url))
-            except TaskQueueFullError as exc:
+                admitted.append(self._new_task(queue, args, kwargs, callback_url, admitting=len(admitted)))
+                outcomes.append(admitted[-1].id)
+            except (TaskQueueFullError, TaskTooLargeError) as exc:
                 outcomes.append(exc)
-        await self.journal.durable()
+        queue.admitting += len(admitted)
+        try:
+            await self.journal.durable()
+        except StoreUnavailableError:
+            for record in admitted:
+                self.tasks.pop(record.id, None)
+                self._rolled_back[record.id] = time.time() + ROLLBACK_GRACE_S
+            self.journal.discard(self._rolled_back)
+            raise
+        finally:
+            queue.admitting -= len(admitted)
+        current = self.queues.get(queue_id)  # replaced or stopped meanwhile: the sweep expires them
+        if current is not None:
+            current.pending.extend(record.id for record in admitted)
+            current.wake.set()
         return outcomes
 
-    def _enqueue(self, queue: Queue, args: list[Any], kwargs: dict[str, Any], callback_url: str) -> str:
-        if len(queue.pending) + len(queue.queued) >= queue.config.max_pending_tasks:
+    def _new_task(self, queue: Queue, args: list[Any], kwargs: dict[str, Any], callback_url: str,
+                  admitting: int = 0) -> TaskRecord:
+        held = len(queue.pending) + len(queue.queued) + queue.admitting + admitting
+        if held >= queue.config.max_pending_tasks:
             raise TaskQueueFullError(f"task queue {queue.config.name} already holds "
-                                 f"{queue.config.max_pending_tasks} pending tasks (max_pending_tasks)")
+                                     f"{queue.config.max_pending_tasks} pending tasks (max_pending_tasks)")
+        records.check_payload_size(args, kwargs)
         now = time.time()
         record = TaskRecord(id=str(uuid.uuid4()), queue=queue.config.queue, name=queue.config.name,
                             stub_id=queue.config.stub_id, status=records.PENDING, args=list(args),
                             kwargs=dict(kwargs), created_at=now, updated_at=now,
-                            callback_url=callback_url or kwargs.get("callback_url") or queue.config.callback_url)
+                            callback_url=callback_url or queue.config.callback_url)
         self._save(record)
+        return record
+
+    def _enqueue(self, queue: Queue, args: list[Any], kwargs: dict[str, Any], callback_url: str) -> str:
+        """A task the service makes itself (a schedule's tick): pending at once, written behind."""
+        record = self._new_task(queue, args, kwargs, callback_url)
         queue.pending.append(record.id)
         queue.wake.set()
         return record.id
@@ -171,7 +241,11 @@ class TaskService(Dispatch):
     async def get(self, task_id: str) -> dict[str, Any] | None:
         await self._start()
         record = self.tasks.get(task_id)
-        return None if record is None else self._view(record, with_outputs=True)
+        if record is None:
+            return None
+        view = self._view(record)
+        view["outputs"] = await asyncio.to_thread(_outputs, task_id)  # storage I/O: off the loop
+        return view
 
     @_quiet
     async def list(self, status: list[str] | None = None, name: str | None = None, limit: int = 100
@@ -209,8 +283,8 @@ class TaskService(Dispatch):
         queue = self.queues.get(queue_id)
         return queue.stats() if queue else dict(_NO_STATS)
 
-    def _view(self, record: TaskRecord, with_outputs: bool = False) -> dict[str, Any]:
-        """The task as Beam's task API shows it (outputs, with fresh signed URLs, for single tasks)."""
+    def _view(self, record: TaskRecord) -> dict[str, Any]:
+        """The task as Beam's task API shows it (``get`` adds its outputs, with fresh signed URLs)."""
         queue = self.queues.get(record.queue)
         config = queue.config if queue else None
         stats = queue.stats() if queue else dict(_NO_STATS)
@@ -219,7 +293,7 @@ class TaskService(Dispatch):
             "id": record.id, "status": record.status, "started_at": records.iso(record.started_at),
             "ended_at": records.iso(record.ended_at), "container_id": record.container_id,
             "created_at": records.iso(record.created_at), "updated_at": records.iso(record.updated_at),
-            "outputs": _outputs(record.id) if with_outputs else [], "stats": stats, "result": record.result, "error": record.error or None,
+            "outputs": [], "stats": stats, "result": record.result, "error": record.error or None,
             "attempts": record.attempts,
             "stub": {"id": record.stub_id, "name": f"{kind}/{record.name}", "type": f"{kind}/deployment",
                      "config": config.public_config if config else {}, "config_version": 0, "object_id": 0,

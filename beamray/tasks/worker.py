@@ -45,7 +45,7 @@ class TaskWorker:
                     callback_url=meta.get("callback_url") or None, task_id=meta["task_id"],
                     timeout=int(spec.timeout or 0), on_start_value=self.on_start_value)}
             try:
-                result = spec.func(*args, **kwargs)
+                result = encode_result(spec.func(*args, **kwargs))
             except BaseException as exc:  # reported as the task's status, never as a Ray error
                 return ("error", traceback.format_exc(), type(exc) in spec.retry_for, container_id)
-        return ("ok", encode_result(result), False, container_id)
+        return ("ok", result, False, container_id)
