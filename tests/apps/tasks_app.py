@@ -97,3 +97,14 @@ def started_pid() -> int:
 def warm(seconds: float = 0.0, context=None):
     time.sleep(seconds)
     return {"pid": os.getpid(), "on_start_pid": context.on_start_value, "container_id": context.container_id}
+
+
+@task_queue(name="stoppable", cpu=0.1, retries=0, timeout=120, autoscaler=QueueDepthAutoscaler(max_containers=1))
+def stoppable(seconds: float = 0.0):
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+@task_queue(name="sized", cpu=0.1, retries=0)
+def sized(size: int):
+    return "x" * size

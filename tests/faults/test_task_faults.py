@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -191,3 +192,21 @@ def test_redis_paused_then_restarted_mid_load_loses_no_accepted_task(user: User)
     finally:
         user.beamray("cluster", "down", check=False, timeout=120)
         server.stop()
+
+
+def test_finished_tasks_are_forgotten_after_the_retention(user: User) -> None:
+    """BEAMRAY_TASK_RETENTION_S bounds what the cluster keeps: the record leaves memory and the store."""
+    user.env["BEAMRAY_TASK_RETENTION_S"] = "3"
+    user.beamray("cluster", "up", "--num-cpus", "4")
+    app = project(user)
+    ledger = user.root / "ledger"
+    ledger.mkdir()
+    user.deploy(app, "app.py:record")
+    with user.http() as client:
+        task_id = client.post("/taskqueue/ledger", json={"n": 1, "seconds": 0, "ledger": str(ledger)}
+                              ).json()["task_id"]
+        assert all_finished(user, [task_id], timeout=120) == {task_id: "COMPLETE"}
+        wait_for(lambda: client.get(f"/v2/task/{task_id}/").status_code == 404, timeout=30,
+                 what="the finished task to be forgotten")
+    store = sqlite3.connect(user.home / ".beamray" / "store.db")
+    assert store.execute("SELECT COUNT(*) FROM kv WHERE key = ?", (f"tasks/{task_id}",)).fetchone() == (0,)
