@@ -108,3 +108,14 @@ def stoppable(seconds: float = 0.0):
 @task_queue(name="sized", cpu=0.1, retries=0)
 def sized(size: int):
     return "x" * size
+
+
+@task_queue(name="ledger", cpu=0.1, retries=3, timeout=120, max_pending_tasks=100,
+            autoscaler=QueueDepthAutoscaler(max_containers=3, tasks_per_container=1))
+def ledger(n: int, seconds: float, folder: str, context=None):
+    """Leave this run's pid while it runs and one line per finished run: tests count real runs."""
+    Path(folder, f"{context.task_id}.pid").write_text(str(os.getpid()))
+    time.sleep(seconds)
+    with open(Path(folder, f"{context.task_id}.done"), "a") as runs:
+        runs.write(f"{n}\n")
+    return {"n": n}

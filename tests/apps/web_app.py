@@ -85,3 +85,8 @@ def web_server(context):
 @realtime(name="echo", cpu=0.1, authorized=False)
 def echo(event):
     return {"response": event}
+
+
+@endpoint(name="sturdy", cpu=0.1, autoscaler=QueueDepthAutoscaler(min_containers=2, max_containers=2))
+def sturdy():
+    return {"pid": os.getpid()}
