@@ -16,7 +16,7 @@ from typing import Any
 
 from beamray import config, locations, ray_private
 from beamray.exceptions import ClusterError
-from beamray.head import embedded_state, start_embedded
+from beamray.head import embedded_state, require_token_auth, start_embedded
 
 NAMESPACE = "beamray"
 
@@ -73,19 +73,23 @@ def dashboard_url() -> str | None:
     return ray_private.dashboard_url()
 
 
-def prepare_ray_environment() -> None:
-    """Turn Ray's token auth on in this process when a token exists.
+def prepare_ray_environment(embedded: bool = False) -> None:
+    """Turn Ray's token auth on in this process when a token exists (always for the ``embedded`` head).
 
     Ray reads ``RAY_AUTH_MODE`` when it is imported; without it a driver cannot reach a cluster that has
     auth on (every cluster beamray starts). If Ray is imported already, its cached config is refreshed
-    the way Ray itself does it. An explicit ``RAY_AUTH_MODE`` is always respected.
+    the way Ray itself does it. An explicit ``RAY_AUTH_MODE`` is respected for a configured cluster; the
+    embedded head always has token auth, so its drivers always use it.
     """
-    if "RAY_AUTH_MODE" in os.environ:
+    if embedded:
+        require_token_auth(os.environ)
+    elif "RAY_AUTH_MODE" in os.environ:
         return
-    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-    if not (os.environ.get("RAY_AUTH_TOKEN") or token_file.exists()):
-        return
-    os.environ["RAY_AUTH_MODE"] = "token"
+    else:
+        token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        if not (os.environ.get("RAY_AUTH_TOKEN") or token_file.exists()):
+            return
+        os.environ["RAY_AUTH_MODE"] = "token"
     if "ray" in sys.modules:
         ray_private.reload_auth_config()
 
@@ -147,7 +151,7 @@ def connect() -> None:
     if address is None:
         state = start_embedded()  # first, so that the token exists before Ray's auth mode is decided
         address = state["address"]
-    prepare_ray_environment()
+    prepare_ray_environment(embedded=state is not None)
     import ray
 
     if state is not None:

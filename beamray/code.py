@@ -1,7 +1,8 @@
 """The user's code as a zip archive: shipped to replicas as their ``working_dir`` and kept for restores.
 
 Beam syncs the working directory (minus ``.beamignore``); beamray does the same, content-addressed under
-``$BEAMRAY_HOME/code/<sha>.zip`` so that a restarted cluster can redeploy from it.
+``$BEAMRAY_HOME/code/<sha>.zip`` so that a restarted cluster can redeploy from it. Archives are 0600 in a
+0700 folder: they are the user's code, secrets it embeds included.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 from beamray import config
+from beamray.private_files import write_private
 
 ALWAYS_IGNORED = (".git", "__pycache__", "*.pyc", ".venv", "venv", ".beamray", "node_modules", ".pytest_cache")
 MAX_BYTES = 256 * 2**20
@@ -60,10 +62,7 @@ def package(root: str | os.PathLike[str]) -> Path:
     data = buffer.getvalue()
     target = config.home() / "code" / f"{hashlib.sha256(data).hexdigest()[:32]}.zip"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        write_private(target, data)
     return target
 
 

@@ -2,7 +2,8 @@
 
 Everything is read when asked for, never at import: ``BEAMRAY_HOME`` (default ``~/.beamray``) holds
 ``config.json`` (``beamray config set``), the embedded cluster's ``cluster.json`` and the local stores
-(``locations.py`` says which).
+(``locations.py`` says which). The home is private (0700, see ``private_files``): task arguments, results
+and tokens live in it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from beamray.private_files import private_home, write_private
+
 DEFAULT_HTTP_PORT = 8000
 CONFIG_KEYS = ("address", "http_port")
 
 
 def home() -> Path:
-    path = Path(os.environ.get("BEAMRAY_HOME") or "~/.beamray").expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """``BEAMRAY_HOME`` (default ``~/.beamray``), created 0700 or tightened to it on first use."""
+    return private_home(Path(os.environ.get("BEAMRAY_HOME") or "~/.beamray").expanduser())
 
 
 def _config_path() -> Path:
@@ -78,12 +80,3 @@ def http_port() -> int:
         return int(json.loads((home() / "cluster.json").read_text())["http_port"])
     except (OSError, ValueError, KeyError, TypeError):
         return DEFAULT_HTTP_PORT
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` readable by the owner only, atomically (other processes never see half a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)

@@ -1,9 +1,9 @@
 """The embedded local Ray head: ``ray start --head --block`` run as its own session leader.
 
 Its pid and ports live in ``BEAMRAY_HOME/cluster.json``; SIGTERM to that pid stops exactly this cluster
-(``ray stop`` would kill every Ray process on the machine). It binds loopback only, keeps token auth on,
-picks ports no other cluster holds (the gateway's included), and advertises logical CPUs so that Beam's
-``cpu=1`` defaults fit on a small laptop (see ``local_cpus``).
+(``ray stop`` would kill every Ray process on the machine). It binds loopback only, always has token auth
+on (``require_token_auth``), picks ports no other cluster holds (the gateway's included), and advertises
+logical CPUs so that Beam's ``cpu=1`` defaults fit on a small laptop (see ``local_cpus``).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, MutableMapping
 
 from beamray import config, locations
 from beamray.exceptions import ClusterError
+from beamray.private_files import open_private, read_value, tighten, write_private
 
 _READY_LINE = "will now block forever"
 
@@ -82,7 +83,7 @@ def embedded_state() -> dict[str, Any] | None:
 @contextlib.contextmanager
 def _lock() -> Iterator[None]:
     """One process at a time starts or stops the embedded head."""
-    with open(config.home() / "cluster.lock", "w") as handle:
+    with open_private(config.home() / "cluster.lock", os.O_RDWR | os.O_CREAT) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -184,14 +185,28 @@ def _choose_http_port(head_ports: frozenset[int]) -> int:
     return port
 
 
+def require_token_auth(env: MutableMapping[str, str]) -> None:
+    """Token auth, always, for the embedded head and its drivers: an inherited ``RAY_AUTH_MODE=disabled``
+    would open the cluster (task arguments, secrets' locators, code) to anyone who can reach loopback."""
+    mode = env.get("RAY_AUTH_MODE")
+    if mode is not None and mode.strip().lower() != "token":
+        print(f"=> RAY_AUTH_MODE={mode} overridden: the embedded cluster always uses token auth", file=sys.stderr)
+    env["RAY_AUTH_MODE"] = "token"
+
+
 def ensure_ray_token() -> None:
-    """Token auth stays on (Ray 2.60's default): make sure a token exists for the head we start."""
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+    """Make sure a Ray token exists for the head we start: ``~/.ray/auth_token`` (Ray's own place), 0600.
+
+    An empty token file is an error: a new token would lock out the head and drivers holding the old one.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN"):
         return
-    path = Path.home() / ".ray" / "auth_token"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        config.write_private(path, os.urandom(32).hex())
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    lost = "a running embedded cluster and its drivers keep the old token: `beamray cluster down` first"
+    if read_value(path, "The Ray auth token file", lost) is not None:
+        tighten(path)
+    elif not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        write_private(path, os.urandom(32).hex())  # ~/.ray created 0700 when missing
 
 
 def start_embedded(
@@ -222,6 +237,7 @@ def start_embedded(
         http_port = _choose_http_port(frozenset(ports.values()))
         command = [
             sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+            "--node-ip-address=127.0.0.1",
             f"--port={ports['gcs']}", f"--dashboard-port={ports['dashboard']}", "--dashboard-host=127.0.0.1",
             f"--ray-client-server-port={ports['client']}", f"--dashboard-agent-listen-port={ports['agent']}",
             f"--num-cpus={num_cpus or local_cpus():g}",
@@ -233,21 +249,20 @@ def start_embedded(
             command.append(f"--resources={json.dumps(resources)}")
         if memory_mib:
             command.append(f"--memory={int(memory_mib * 2**20)}")
+        require_token_auth(os.environ)  # this process drives the head next: an override is said once
         env = dict(os.environ)
         # `cluster down` stops everything: Ray 2.60 would first drain the node for 30 s, which never ends
         # early here (the detached gateway, Serve controller and task service keep it busy).
         env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
                    RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0")
-        env.setdefault("RAY_AUTH_MODE", "token")
-        if env["RAY_AUTH_MODE"] == "token":
-            ensure_ray_token()
+        ensure_ray_token()
         env.pop("RAY_ADDRESS", None)
         settings = locations.worker_settings()
         env.update(settings)
         haproxy = _haproxy_environment(ports) if ingress == "haproxy" else {}
         env.update(haproxy)
         log_path = config.home() / "head.log"
-        with open(log_path, "w") as log:
+        with open_private(log_path) as log:
             process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True, cwd=config.home(),
@@ -270,7 +285,7 @@ def start_embedded(
         }
         if haproxy:
             state["haproxy_files"] = haproxy["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
-        config.write_private(_state_path(), json.dumps(state, indent=2))
+        write_private(_state_path(), json.dumps(state, indent=2))
         return state
 
 

@@ -6,7 +6,12 @@ GET URL; on local storage ``{gateway_url}/output/id/{id}?expires=<unix>&sig=<hex
 "{id}:{expires}">`` under the key ``output_signing_key`` kept beside the secrets; the gateway serves it
 through ``http_response``. An output is kept ``BEAMRAY_OUTPUT_RETENTION_S`` (default 3600, Beam's hour)
 after saving, or until the latest public URL's expiry when later; ``cleanup_expired()`` removes what is
-past that. Beam's ``Output`` class (``adapters/output.py``) stores through ``store_output``.
+past that (on either backend; the gateway calls it every few minutes). Beam's ``Output`` class
+(``adapters/output.py``) stores through ``store_output``.
+
+The gateway shares its origin with users' asgi apps, so a file whose name a task chose must never render
+as active content there: only ``INLINE_TYPES`` are shown inline, everything else is an
+``application/octet-stream`` attachment, always with ``X-Content-Type-Options: nosniff``.
 """
 
 from __future__ import annotations
@@ -18,17 +23,23 @@ import mimetypes
 import os
 import secrets as _random
 import stat as _stat
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import parse_qs, quote
 
 from beamray import storage
 
 SIGNING_KEY_NAME = "output_signing_key"
 DEFAULT_EXPIRES = 3600
+CHUNK_BYTES = 1 << 20  # a served file is read and sent this much at a time
+# Types browsers display without running anything; the rest is served as a download.
+INLINE_TYPES = frozenset({
+    "text/plain", "application/json", "application/pdf",
+    "image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp",
+    "audio/mpeg", "audio/wav", "audio/x-wav", "audio/ogg", "audio/flac", "video/mp4", "video/webm", "video/ogg",
+})
 
 
 class OutputNotFoundError(Exception):
@@ -83,8 +94,8 @@ def verify(output_id: str, expires: Any, sig: Any, now: float | None = None) -> 
         expires = int(expires)
     except (TypeError, ValueError):
         return False
-    if not isinstance(sig, str) or expires <= (time.time() if now is None else now):
-        return False
+    if not isinstance(sig, str) or not sig.isascii() or expires <= (time.time() if now is None else now):
+        return False  # compare_digest refuses non-ASCII str: such a signature is simply wrong
     return hmac.compare_digest(sign(output_id, expires), sig)
 
 
@@ -166,39 +177,43 @@ def cleanup_expired(now: float | None = None) -> int:
     return removed
 
 
-_last_cleanup = 0.0
-_cleanup_lock = threading.Lock()
-
-
 def http_response(output_id: str, query_string: bytes | str, now: float | None = None) -> dict[str, Any]:
     """The gateway's answer to ``GET /output/id/{id}?expires=…&sig=…``: ``{"status", "headers", "body"}``.
 
-    Valid → 200 with the file; bad or expired signature → 403; gone → 404. Expired outputs are cleaned
-    up here at most once a minute.
+    Valid → 200 whose ``body`` is an iterator of chunks (the file read as it is sent, never whole);
+    bad or expired signature → 403; gone → 404 (those bodies are bytes).
     """
-    global _last_cleanup
     if isinstance(query_string, bytes):
         query_string = query_string.decode("latin-1")
     query = parse_qs(query_string)
     expires, sig = query.get("expires", [""])[0], query.get("sig", [""])[0]
-    with _cleanup_lock:
-        due = time.monotonic() - _last_cleanup > 60
-        if due:
-            _last_cleanup = time.monotonic()
-    if due:
-        cleanup_expired()
     if not verify(output_id, expires, sig, now=now):
         return _json(403, {"error": "invalid or expired output URL"})
     try:
         name, content = open_output(output_id)
+        handle = content.open("rb") if isinstance(content, Path) else None  # open now: cleanup may remove it
     except FileNotFoundError:
         return _json(404, {"error": "output not found"})
-    body = content.read_bytes() if isinstance(content, Path) else content
-    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    size = os.fstat(handle.fileno()).st_size if handle else len(content)  # type: ignore[arg-type]
+    guessed = mimetypes.guess_type(name)[0] or ""
+    inline = guessed in INLINE_TYPES
+    content_type, disposition = (guessed, "inline") if inline else ("application/octet-stream", "attachment")
     headers = [(b"content-type", content_type.encode()),
-               (b"content-disposition", f"inline; filename*=UTF-8''{quote(name)}".encode()),
-               (b"content-length", str(len(body)).encode())]
-    return {"status": 200, "headers": headers, "body": body}
+               (b"content-disposition", f"{disposition}; filename*=UTF-8''{quote(name)}".encode()),
+               (b"content-length", str(size).encode()),
+               (b"x-content-type-options", b"nosniff")]
+    return {"status": 200, "headers": headers, "body": _chunks(handle or content)}
+
+
+def _chunks(content: Any) -> Iterator[bytes]:
+    """An open file read (and closed) as sent, or bytes (S3, whose outputs normally go out presigned)."""
+    if isinstance(content, bytes):
+        for start in range(0, len(content), CHUNK_BYTES):
+            yield content[start:start + CHUNK_BYTES]
+        return
+    with content:
+        while chunk := content.read(CHUNK_BYTES):
+            yield chunk
 
 
 def _json(status: int, body: dict[str, Any]) -> dict[str, Any]:

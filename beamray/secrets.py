@@ -8,6 +8,9 @@ Where values live (the locator travels to workers in ``BEAMRAY_SECRETS``; values
 
 Each store also keeps beamray's own private values beside the secrets (the callback signing key):
 a file next to ``secrets.json``, or a KV key under ``beamray/`` that no secret name can take.
+
+Files are fsynced before a write counts as done, and one found empty (or cut short) is an error naming it:
+making a new one would silently lose the secrets, or break every client holding the old token or key.
 """
 
 from __future__ import annotations
@@ -25,10 +28,14 @@ from typing import Callable, Iterator
 
 from beamray import locations, ray_private
 from beamray.exceptions import SecretNotFoundError
+from beamray.private_files import damaged_message, open_private, private_dirs, read_value, write_private
 
 _KV_NAMESPACE = "beamray_secrets"
 _RESERVED_PREFIX = "beamray/"  # KV keys of beamray's own values; "/" is not allowed in a secret name
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What a private value's holders lose when it is replaced (said when its file is damaged).
+_LOST_WITH = {"token": "clients using the old gateway token stop authenticating",
+              "signing_key": "output URLs and task callbacks signed with the old key stop verifying"}
 
 
 @dataclass
@@ -57,9 +64,8 @@ class _FileBackend:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "r+") as lock:
+        private_dirs(self.path.parent)
+        with open_private(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT) as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -69,8 +75,6 @@ class _FileBackend:
     @contextlib.contextmanager
     def _records(self) -> Iterator[dict[str, dict]]:
         """The records under the lock; changes made to them are written back atomically."""
-        from beamray.config import write_private
-
         with self._lock():
             records = self.read()
             snapshot = json.dumps(records, sort_keys=True)
@@ -79,14 +83,14 @@ class _FileBackend:
                 write_private(self.path, json.dumps(records, indent=2))
 
     def read(self) -> dict[str, dict]:
+        lost = "deleting it loses every secret in it"
+        text = read_value(self.path, "The secrets store", lost)
         try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return {}
-        try:
-            return json.loads(text) if text.strip() else {}
+            records = json.loads(text) if text is not None else {}
         except json.JSONDecodeError as exc:
-            raise ValueError(f"The secrets store {self.path} is not valid JSON ({exc}); fix or delete it.") from exc
+            raise ValueError(damaged_message(self.path, "The secrets store", f"is not valid JSON ({exc})",
+                                             lost)) from exc
+        return records
 
     def get(self, name: str) -> dict | None:
         return self.read().get(name)
@@ -111,16 +115,15 @@ class _FileBackend:
 
     def private_value(self, name: str, make: Callable[[], str]) -> str:
         """beamray's own value ``name``, stored 0600 beside the secrets; created by ``make`` once."""
-        from beamray.config import write_private
-
         path = self.path.parent / name
-        with contextlib.suppress(FileNotFoundError):
-            value = path.read_text().strip()
-            if value:
-                return value
+        what = f"beamray's {name.replace('_', ' ')} file"
+        lost = _LOST_WITH.get(name, "whatever holds the old value stops working")
+        value = read_value(path, what, lost)
+        if value is not None:
+            return value
         with self._lock():
-            value = path.read_text().strip() if path.exists() else ""
-            if not value:
+            value = read_value(path, what, lost)
+            if value is None:
                 value = make()
                 write_private(path, value)
             return value

@@ -15,7 +15,7 @@ Layout under the root: ``volumes/{name}/…`` (a volume's files), ``volume-meta/
 
 Every write is whole-object: the local backend writes a temporary file beside the target and renames it
 (readers never see half a file; of two writers of one key the last rename wins, neither is torn), and an
-S3 PUT is atomic by nature.
+S3 PUT is atomic by nature. Local files are 0600, new directories 0700: they hold task results.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from typing import IO, Any, Iterator
 from urllib.parse import urlparse
 
 from beamray import locations
+from beamray.private_files import FILE_MODE, private_dirs, private_opener
 
 TMP_SUFFIX = ".beamray-tmp"
 
@@ -73,11 +74,11 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
     if not any(flag in mode for flag in "wax") or "+" in mode or "a" in mode:
         raise ValueError(f"atomic_open writes a new file; mode {mode!r} must be 'w', 'wb', 'x' or 'xb'")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(path.parent)
     tmp = _tmp_name(path)
     exclusive = "x" in mode
     try:
-        with open(tmp, mode.replace("x", "w"), **kwargs) as handle:
+        with open(tmp, mode.replace("x", "w"), opener=private_opener, **kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -197,7 +198,7 @@ class LocalStorage:
         return count
 
     def makedirs(self, key: str) -> None:
-        self.local_path(key).mkdir(parents=True, exist_ok=True)
+        private_dirs(self.local_path(key))
 
 
 class S3Storage:
@@ -238,10 +239,11 @@ class S3Storage:
 
     def download(self, key: str, target: str | os.PathLike[str]) -> None:
         target = Path(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(target.parent)
         tmp = _tmp_name(target)
         try:
             self.client.download_file(self.bucket, self._key(key), str(tmp))
+            os.chmod(tmp, FILE_MODE)
             os.replace(tmp, target)
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
@@ -389,3 +391,15 @@ def open_storage(url: str) -> Storage:
 def short_hash(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:12]
 
+
+def local_path_under(root: str | os.PathLike[str], key: str) -> Path:
+    """Where storage key ``key`` lives below the local folder ``root``.
+
+    Object stores accept keys that are no relative path (``/etc/x``, ``a//b``, ``../x``, ``a/``); joined
+    as they are they would write or delete outside ``root``, or put two objects in one file, so they raise
+    ``ValueError`` and callers skip them.
+    """
+    if not key or "\0" in key or any(part in ("", ".", "..") for part in key.split("/")):
+        raise ValueError(f"storage key {key!r} has an empty, '.' or '..' part, so it cannot be a local file; "
+                         "rename the object to a plain relative path")
+    return Path(root) / key

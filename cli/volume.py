@@ -208,7 +208,13 @@ def _plan_download(remote: RemotePath, destination: str, store: storage.Storage)
     if remote.path and not store.is_dir(key):
         raise click.ClickException(f"{remote} (no such file or directory)")
     base = dest / PurePosixPath(remote.path).name if remote.trailing_slash and remote.path else dest
-    return [(info.key, base / info.key[len(key) + 1:]) for info in store.list(key)]
+    plan = []
+    for info in store.list(key):
+        try:
+            plan.append((info.key, storage.local_path_under(base, info.key[len(key) + 1:])))
+        except ValueError as exc:  # e.g. "vol//etc/x": it must not land outside the destination
+            click.echo(f"  skipped: {exc}", err=True)
+    return plan
 
 
 @click.command("cp")

@@ -17,7 +17,8 @@ LAYERS = ("vocabulary", "state", "engine", "adapters", "cli")
 VOCABULARY = {"beamray.exceptions", "beamray.specs", "beamray.context", "beamray.env", "beamray.drop_in",
               "beamray.gpus", "beamray.adapters.types", "beamray.adapters.parsing"}
 STATE = {"beamray.config", "beamray.locations", "beamray.head", "beamray.cluster", "beamray.store",
-         "beamray.registry", "beamray.secrets", "beamray.storage", "beamray.volumes", "beamray.ray_private"}
+         "beamray.registry", "beamray.secrets", "beamray.storage", "beamray.volumes", "beamray.ray_private",
+         "beamray.private_files"}
 ADAPTERS = {"beamray", "beamray.experimental"}
 
 

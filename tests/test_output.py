@@ -108,9 +108,10 @@ def test_local_public_url_is_signed_and_served(in_task: str, tmp_path: Path) -> 
     name, content = outputs.open_output(output.id)
     assert name == "my_output.txt" and Path(content).read_bytes() == b"payload"  # type: ignore[arg-type]
     response = outputs.http_response(output.id, urlparse(url).query.encode())
-    assert response["status"] == 200 and response["body"] == b"payload"
+    assert response["status"] == 200 and b"".join(response["body"]) == b"payload"
     assert (b"content-type", b"text/plain") in response["headers"]
-    # TODO(gateway): fetch `url` over HTTP once GET /output/id/{id} is routed to outputs.http_response.
+    assert (b"x-content-type-options", b"nosniff") in response["headers"]
+    # served over HTTP by the session cluster's gateway: tests/faults/test_outputs_safety.py
 
 
 def test_tampered_or_expired_local_urls_are_refused(in_task: str, tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ def parse_cpu(cpu: Any) -> int:
     if isinstance(cpu, str):
         if not _CPU_MILLICORES.fullmatch(cpu):  # fullmatch: "100m\n" is a format error, as in the SDK
             raise ValueError("Invalid CPU string format. Must be a digit followed by 'm' (e.g., '1000m').")
-        millicores = int(cpu[:-1])
+        # Beyond Python's int digit limit the value is out of range anyway (not int()'s own ValueError).
+        millicores = int(cpu[:-1]) if len(cpu) <= 64 else 0
         if not 100 <= millicores <= 64000:
             raise ValueError("CPU value out of range. Must be between 100m and 64000m.")
         return millicores
@@ -41,16 +42,26 @@ def parse_cpu(cpu: Any) -> int:
 
 
 def parse_memory(memory: Any) -> Any:
-    """``"2Gi"`` → 2048, ``"2G"`` → 2000 (MiB). Non-strings pass through unchanged, as in the SDK."""
+    """``"2Gi"`` → 2048, ``"2G"`` → 2000 (MiB). Other values pass through unchanged, as in the SDK, except
+    numbers no container can have (negative, NaN, infinite): those fail here, not when the call is placed."""
     if not isinstance(memory, str):
+        if (isinstance(memory, float) and not math.isfinite(memory)) or (_is_number(memory) and memory < 0):
+            raise ValueError(f"memory must be a non-negative number of MiB or a string like '2Gi', got {memory!r}")
         return memory
     match = _MEMORY.fullmatch(memory.strip().lower())
     if not match or match.group(2) not in _MEMORY_UNITS:
         raise ValueError("Unsupported memory format")
-    mib = math.ceil(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
+    amount = float(match.group(1)) * _MEMORY_UNITS[match.group(2)]
+    if not math.isfinite(amount):
+        raise ValueError("memory is too large to be a size; give it in MiB or GiB, like '2Gi'")
+    mib = math.ceil(amount)
     if mib <= 0:
         raise ValueError("memory must be greater than 0")
     return mib
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 _GPU_STRIP = ("NVIDIA", "GEFORCE", "TESLA", "QUADRO")
@@ -164,10 +175,15 @@ def parse_retry_for(retry_for: Any) -> tuple[type[BaseException], ...]:
     return parsed
 
 
+MAX_TIMEOUT_S = 2**31 - 1  # what a timer (and Beam's int32 stub field) can hold: about 68 years
+
+
 def parse_timeout(timeout: Any) -> float | None:
     """Seconds; ``-1`` (or any value ≤ 0) means no timeout."""
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+    if not _is_number(timeout):
         raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+    if not (timeout <= MAX_TIMEOUT_S):  # also NaN
+        raise ValueError(f"timeout must be at most {MAX_TIMEOUT_S} seconds (-1 for none), got {timeout!r}")
     return float(timeout) if timeout > 0 else None
 
 
@@ -192,6 +208,10 @@ def parse_autoscaler(autoscaler: Any) -> QueueDepthAutoscaler:
         return QueueDepthAutoscaler()
     if type(autoscaler) is not QueueDepthAutoscaler:  # the SDK looks the exact type up in _AUTOSCALER_TYPES
         raise ValueError(f"Invalid Autoscaler class: {type(autoscaler).__name__}")
+    for field in ("max_containers", "tasks_per_container", "min_containers"):
+        value = getattr(autoscaler, field)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"autoscaler {field} must be a whole number, got {value!r}")
     if autoscaler.min_containers < 0 or autoscaler.max_containers < max(1, autoscaler.min_containers):
         raise ValueError(
             f"autoscaler needs 0 <= min_containers <= max_containers and max_containers >= 1, "

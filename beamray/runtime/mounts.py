@@ -37,7 +37,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from beamray import config, storage, volumes
+from beamray import config, private_files, storage, volumes
 from beamray.exceptions import BeamrayError
 
 logger = logging.getLogger(__name__)
@@ -58,9 +58,7 @@ def volumes_root() -> Path:
             return wanted
     except OSError:
         pass
-    fallback = config.home() / "volumes"
-    fallback.mkdir(parents=True, exist_ok=True)
-    return fallback
+    return private_files.private_dirs(config.home() / "volumes")
 
 
 def link(target: Path, at: Path) -> None:
@@ -108,7 +106,7 @@ class Mirror:
         self.cache = cache
         self.data = cache / "data"
         self._manifest_path = cache / "manifest.json"
-        self.data.mkdir(parents=True, exist_ok=True)
+        private_files.private_dirs(self.data)  # a node's copy of the bucket: for its owner only
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, dict[str, Any]]]:
@@ -120,10 +118,22 @@ class Mirror:
                     manifest = json.loads(self._manifest_path.read_text())
                 except (FileNotFoundError, ValueError):
                     manifest = {}
+                # a mirror synced before keys were checked may list some that are no local file
+                manifest = {key: entry for key, entry in manifest.items()
+                            if self._local(key, quiet=True) is not None}
                 yield manifest
                 storage.atomic_write(self._manifest_path, json.dumps(manifest))
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _local(self, key: str, quiet: bool = False) -> Path | None:
+        """The mirror's file for ``key``; None (logged) for a key that would land outside it."""
+        try:
+            return storage.local_path_under(self.data, key)
+        except ValueError as exc:
+            if not quiet:
+                logger.warning("%s: skipping an object: %s", self.store.url, exc)
+            return None
 
     def local_files(self) -> dict[str, Path]:
         found = {}
@@ -150,10 +160,8 @@ class Mirror:
         downloaded = 0
         remote = {info.key: info for info in self.store.list("")}
         for key, info in remote.items():
-            try:
-                path = self.data / storage.check_key(key)
-            except ValueError:
-                logger.warning("%s: skipping object %r (not a usable file name)", self.store.url, key)
+            path = self._local(key)
+            if path is None:
                 continue
             entry = manifest.get(key)
             local = _signature(path)
@@ -173,7 +181,7 @@ class Mirror:
             downloaded += 1
         for key in [key for key in manifest if key not in remote]:
             entry = manifest.pop(key)
-            path = self.data / key
+            path = storage.local_path_under(self.data, key)  # the manifest holds only usable keys
             if self.read_only or _signature(path) == entry["local"]:
                 path.unlink(missing_ok=True)  # deleted remotely, unchanged here
         if self.read_only:  # the bucket's view exactly: local additions go too

@@ -19,10 +19,27 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY_BYTES = 16 * 2**20  # Beam's request limit: larger bodies get 413
+# Deeper JSON is refused: what is accepted is later serialised again (task records, results), and a
+# depth near the interpreter's recursion limit would fail there, far from the request that caused it.
+MAX_JSON_DEPTH = 100
 
 
 class PayloadError(ValueError):
     """The request body is not what Beam's gateway accepts (answered with 400)."""
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests lists/objects more than ``MAX_JSON_DEPTH`` deep (iterative: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth >= MAX_JSON_DEPTH:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -43,8 +60,10 @@ def parse_payload(body: bytes, query: list[tuple[str, str]]) -> tuple[list, dict
     if body.strip():
         try:
             payload = json.loads(body)
-        except ValueError:  # includes JSONDecodeError and UnicodeDecodeError
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError; nesting past the stack
             raise PayloadError("invalid request payload") from None
+        if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _too_deep(payload):
+            raise PayloadError("invalid request payload")
         if payload is not None and not isinstance(payload, dict):
             raise PayloadError("invalid request payload")
         if payload:

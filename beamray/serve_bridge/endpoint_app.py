@@ -65,13 +65,8 @@ class EndpointApp(WebApp):
             await send_json(send, 400, BAD_PAYLOAD)
             return
 
-        raw_id = headers.get(b"x-task-id")
-        if raw_id:
-            task_id = raw_id.decode("latin-1")
-        else:
-            task_id = str(uuid.uuid4())
-            raw_id = task_id.encode()
-        echo = ((b"x-task-id", raw_id),)
+        task_id = str(uuid.uuid4())  # never the client's X-Task-Id: a caller must not pick another task's id
+        echo = ((b"x-task-id", task_id.encode()),)
 
         deadline = self._runner.deadline()
         try:
@@ -79,9 +74,11 @@ class EndpointApp(WebApp):
         except TimedOut:
             await send_error(send, 504, self._runner.timeout_message(), echo)
             return
-        # Beam's endpoint runner leaves a request-level callback_url in the handler's kwargs.
-        callback_url = kwargs.get("callback_url") if isinstance(kwargs.get("callback_url"), str) else None
-        callback_url = callback_url or self._callback_url
+        # Beam's endpoint runner leaves a request-level callback_url in the handler's kwargs. It is followed
+        # only for callers that proved the token: from anyone it would make the cluster POST signed
+        # requests wherever that caller likes (a public endpoint keeps its deployment-level callback).
+        requested = kwargs.get("callback_url") if self._authorize is not None else None
+        callback_url = (requested if isinstance(requested, str) else None) or self._callback_url
         try:
             try:
                 if self._wants_context:

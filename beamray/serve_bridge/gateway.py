@@ -1,81 +1,84 @@
-"""The HTTP gateway at ``/``: Beam's alias URLs, task queues, the task API, and 404s.
+"""The HTTP gateway at ``/``: Beam's alias URLs, task queues, the task API, outputs, and 404s.
 
 Each deployed web version is its own Serve application at ``/{kind}/{name}/v{N}``, reached by Serve's
 proxy directly (no extra hop). The gateway catches what no version prefix matched: ``/{kind}/{name}``,
 ``…/latest``, ``/{kind}/id/{stub}``, ``/{kind}/public/{stub}`` (forwarded to the right version's replica
 through a deployment handle: one extra hop, buffered responses); every ``/taskqueue/…`` URL (a POST
-enqueues into the task service); and Beam's task API under ``/v2/task/``.
+enqueues into the task service); Beam's task API under ``/v2/task/``; and signed output links.
+
+It faces the network unauthenticated, so it does the cheap refusals before any work: the token (when the
+deployment wants one) and ``Content-Length`` before reading a body (401, 413), a whole body within
+``BODY_TIMEOUT_S`` (else 408), and at most ``MAX_IN_FLIGHT_PER_CLIENT`` requests in flight per client IP
+(as the ASGI scope gives it: Serve's proxy passes the peer address; ``X-Forwarded-For`` is not trusted,
+so behind a load balancer the cap is shared by everyone it forwards for) — more answer 429. Registry
+loads are rate-limited (``gateway_routes``). The task service's refusals map to 429 (queue full) and 503
+with ``Retry-After`` (its store is down). Every ``OUTPUT_CLEANUP_INTERVAL_S`` the gateway removes expired
+outputs, whichever storage backend holds them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import time
+import logging
+from collections import Counter
 from typing import Any
 
 from ray import serve
 
-from beamray.registry import DeploymentRecord, Registry
-from beamray.exceptions import TaskQueueFullError
+from beamray.exceptions import StoreUnavailableError, TaskQueueFullError, TaskTooLargeError
+from beamray.registry import DeploymentRecord
 from beamray.serve_bridge.asgi import MAX_BODY_BYTES, PayloadError, parse_payload
-from beamray.specs import QUEUED_KINDS, Kind
+from beamray.serve_bridge.gateway_routes import Routes
+from beamray.specs import QUEUED_KINDS
 
-_KIND_NAMES = frozenset(kind.value for kind in Kind)
+BODY_TIMEOUT_S = 30.0
+MAX_IN_FLIGHT_PER_CLIENT = 64
+OUTPUT_CLEANUP_INTERVAL_S = 300.0
+POLL_MIN_S, POLL_MAX_S = 0.1, 0.5  # a subscription polls the task service, backing off to POLL_MAX_S
 
-_CACHE_S = 1.0
+_log = logging.getLogger(__name__)
 
 
-def _json(status: int, body: Any) -> dict[str, Any]:
-    return {"status": status, "headers": [(b"content-type", b"application/json")],
+def _json(status: int, body: Any, headers: tuple[tuple[bytes, bytes], ...] = ()) -> dict[str, Any]:
+    return {"status": status, "headers": [(b"content-type", b"application/json"), *headers],
             "body": json.dumps(body).encode()}
 
 
-class Routes:
-    """Path → (record, path inside the deployment, public form?), from the registry with a short cache."""
+class _Reply(Exception):
+    """Stop handling the request and answer ``response``."""
 
-    def __init__(self) -> None:
-        self._registry = Registry()
-        self._records: list[DeploymentRecord] = []
-        self._at = 0.0
+    def __init__(self, response: dict[str, Any]) -> None:
+        super().__init__(response["status"])
+        self.response = response
 
-    def running(self, fresh: bool = False) -> list[DeploymentRecord]:
-        if fresh or time.monotonic() - self._at > _CACHE_S:
-            self._records = [r for r in self._registry.records() if r.status == "running"]
-            self._at = time.monotonic()
-        return self._records
 
-    def resolve(self, path: str) -> tuple[DeploymentRecord | None, str, bool]:
-        found = self._resolve(path)
-        if found[0] is None and found[1]:  # maybe deployed within the cache period: look again
-            self.running(fresh=True)
-            found = self._resolve(path)
-        return found
+async def _service(method: str, *args: Any) -> Any:
+    """Call the task service; its refusals become replies (Ray wraps them: ``.cause`` is the original)."""
+    from beamray.tasks import client
 
-    def _resolve(self, path: str) -> tuple[DeploymentRecord | None, str, bool]:
-        parts = [part for part in path.split("/") if part]
-        if len(parts) < 2 or parts[0] not in _KIND_NAMES:
-            return None, "", False
-        kind, rest = parts[0], parts[1:]
-        if rest[0] in ("id", "public") and len(rest) >= 2:
-            matches = [r for r in self.running() if r.kind == kind and r.stub_id == rest[1]]
-            record = matches[0] if matches else None
-            if record is not None and rest[0] == "public" and record.authorized:
-                record = None  # an authorized deployment has no public URL
-            return record, "/" + "/".join(rest[2:]), rest[0] == "public"
-        name, rest = rest[0], rest[1:]
-        versions = [r for r in self.running() if r.kind == kind and r.name == name]
-        if rest and rest[0] == "latest":
-            rest = rest[1:]
-        elif rest and rest[0].startswith("v") and rest[0][1:].isdigit():
-            # Task queues live here. A web version's own URL reaches the gateway only while the ingress
-            # catches up with a new version (HAProxy reloads after serve.run returns) or once the version
-            # is stopped: look it up fresh, so that a stopped one answers 404.
-            if kind not in QUEUED_KINDS:
-                versions = [r for r in self.running(fresh=True) if r.kind == kind and r.name == name]
-            versions = [r for r in versions if r.version == int(rest[0][1:])]
-            rest = rest[1:]
-        return (versions[-1] if versions else None), "/" + "/".join(rest), False
+    try:
+        return await getattr(client.service(), method).remote(*args)
+    except Exception as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, TaskQueueFullError):
+            raise _Reply(_json(429, {"error": str(cause)})) from None
+        if isinstance(cause, StoreUnavailableError):
+            raise _Reply(_json(503, {"error": str(cause)}, ((b"retry-after", b"1"),))) from None
+        if isinstance(cause, TaskTooLargeError):
+            raise _Reply(_json(413, {"error": str(cause)})) from None
+        raise
+
+
+async def _send(send: Any, response: dict[str, Any]) -> None:
+    await send({"type": "http.response.start", "status": response["status"], "headers": response["headers"]})
+    await send({"type": "http.response.body", "body": response["body"]})
+
+
+async def _disconnected(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class GatewayApp:
@@ -88,57 +91,97 @@ class GatewayApp:
         self._routes = Routes()
         self._handles: dict[str, Any] = {}
         self._authorized = bearer_check(secrets.gateway_token())
+        self._in_flight: Counter[str] = Counter()
+        self._janitor: asyncio.Task[None] | None = None
+        self.subscriptions = 0  # open task subscriptions
+        self.polls = 0  # task service polls made by subscriptions
+        self.output_cleanups = 0
+
+    def stats(self) -> dict[str, int]:
+        """Counters for operators and tests: registry loads, open subscriptions, polls, cleanups, in flight."""
+        return {"registry_loads": self._routes.loads, "subscriptions": self.subscriptions, "polls": self.polls,
+                "output_cleanups": self.output_cleanups, "in_flight": sum(self._in_flight.values())}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self._janitor is None:
+            self._janitor = asyncio.create_task(self._clean_outputs())
         if scope["type"] == "lifespan":
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
+            self._janitor.cancel()
             await send({"type": "lifespan.shutdown.complete"})
             return
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 4404, "reason": "connect to /realtime/NAME/vN"})
             return
-        path = scope["path"]
-        if path.startswith("/output/id/") and scope["method"] == "GET":
-            from beamray import outputs
+        peer = (scope.get("client") or ("",))[0] or ""
+        if self._in_flight[peer] >= MAX_IN_FLIGHT_PER_CLIENT:
+            await _send(send, _json(429, {"error": "too many concurrent requests from this client"}))
+            return
+        self._in_flight[peer] += 1
+        try:
+            try:
+                response = await self._http(scope, receive, send)
+            except _Reply as reply:
+                response = reply.response
+            if response is not None:
+                await _send(send, response)
+        finally:
+            self._in_flight[peer] -= 1
+            if self._in_flight[peer] <= 0:
+                del self._in_flight[peer]
 
-            response = await asyncio.to_thread(outputs.http_response, path[len("/output/id/"):].strip("/"),
-                                               scope.get("query_string", b""))
-        elif path.startswith("/v2/task/"):
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> dict[str, Any] | None:
+        """The answer to one request; None when it was sent here already (streams)."""
+        path = scope["path"]
+        if path.startswith("/output/id/") and scope["method"] in ("GET", "HEAD"):
+            await self._output(path[len("/output/id/"):].strip("/"), scope, send)
+            return None
+        if path.startswith("/v2/task/"):
             if path.rstrip("/").endswith("/subscribe") and scope["method"] == "GET":
-                await self._subscribe(scope, send)
-                return
-            response = await self._task_api(scope, receive)
-        else:
-            record, inner_path, public = self._routes.resolve(path)
-            if record is None:
-                response = _json(404, {"error": "not found"})
-            elif record.kind in QUEUED_KINDS:
-                response = await self._enqueue(record, inner_path, public, scope, receive)
-            else:
-                response = await self._forward(record, inner_path, scope, receive)
-        await send({"type": "http.response.start", "status": response["status"], "headers": response["headers"]})
-        await send({"type": "http.response.body", "body": response["body"]})
+                return await self._subscribe(scope, receive, send)
+            return await self._task_api(scope, receive)
+        record, inner_path, _ = await self._routes.resolve(path)
+        if record is None:
+            return _json(404, {"error": "not found"})
+        if record.kind in QUEUED_KINDS:
+            return await self._enqueue(record, inner_path, scope, receive)
+        return await self._forward(record, inner_path, scope, receive)
 
     def _auth_ok(self, scope: dict[str, Any]) -> bool:
         header = dict(scope.get("headers", [])).get(b"authorization")
         return self._authorized(header.decode("latin-1") if header else None)
 
-    async def _body(self, receive: Any) -> bytes | None:
+    async def _body(self, scope: dict[str, Any], receive: Any) -> bytes:
+        """The whole request body; too large (as announced or as sent) → 413, not in time → 408."""
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise _Reply(_json(413, {"error": "payload too large"}))
+        try:
+            return await asyncio.wait_for(self._read(receive), BODY_TIMEOUT_S)
+        except TimeoutError:
+            raise _Reply(_json(408, {"error": f"request body not received within {BODY_TIMEOUT_S:g} s"})) from None
+
+    @staticmethod
+    async def _read(receive: Any) -> bytes:
         body = bytearray()
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Reply(_json(400, {"error": "client disconnected"}))
             body.extend(message.get("body", b""))
             if len(body) > MAX_BODY_BYTES:
-                return None
+                raise _Reply(_json(413, {"error": "payload too large"}))
             if not message.get("more_body"):
                 return bytes(body)
 
     async def _forward(self, record: DeploymentRecord, path: str, scope: dict[str, Any], receive: Any
                        ) -> dict[str, Any]:
-        body = await self._body(receive)
-        if body is None:
-            return _json(413, {"error": "payload too large"})
+        # The replica checks the token too; checking here first spares reading the body of a refusal.
+        health = path.rstrip("/") == "/health" and scope["method"] in ("GET", "HEAD")
+        if record.authorized and not health and not self._auth_ok(scope):
+            return _json(401, {"error": "Unauthorized"})
+        body = await self._body(scope, receive)
         handle = self._handles.get(record.app_name)
         if handle is None:
             handle = serve.get_app_handle(record.app_name).options(method_name="forward")
@@ -147,90 +190,125 @@ class GatewayApp:
                    "headers": list(scope.get("headers", [])), "body": body}
         return await handle.remote(request)
 
-    async def _enqueue(self, record: DeploymentRecord, path: str, public: bool, scope: dict[str, Any],
-                       receive: Any) -> dict[str, Any]:
-        from beamray.tasks import client
+    async def _enqueue(self, record: DeploymentRecord, path: str, scope: dict[str, Any], receive: Any
+                       ) -> dict[str, Any]:
+        from urllib.parse import parse_qsl
 
         if record.authorized and not self._auth_ok(scope):
             return _json(401, {"error": "Unauthorized"})
         if scope["method"] != "POST":
             return _json(405, {"error": "method not allowed"})
-        body = await self._body(receive)
-        if body is None:
-            return _json(413, {"error": "payload too large"})
+        body = await self._body(scope, receive)
         if path.rstrip("/") == "/warmup":
             return {"status": 200, "headers": [], "body": b""}
         if path not in ("/", ""):
             return _json(404, {"error": "not found"})
-        from urllib.parse import parse_qsl
-
         try:
-            args, kwargs = parse_payload(body, parse_qsl(scope.get("query_string", b"").decode()))
-        except PayloadError:
+            query = parse_qsl(scope.get("query_string", b"").decode("utf-8", errors="strict"))
+            args, kwargs = parse_payload(body, query)
+        except (PayloadError, UnicodeDecodeError):
             return _json(400, {"error": "invalid request payload"})
-        try:
-            task_id = await client.service().submit.remote(record.app_name, args, kwargs)
-        except Exception as exc:  # Ray wraps the service's error
-            if isinstance(getattr(exc, "cause", None), TaskQueueFullError):
-                return _json(429, {"error": str(exc.cause)})
-            raise
-        return _json(200, {"task_id": task_id})
+        # A request-level callback_url is honoured for the token holder only: from anyone else it would
+        # make the cluster POST signed requests wherever a caller likes. It stays the handler's argument.
+        callback_url = kwargs.get("callback_url") if self._auth_ok(scope) else None
+        callback_url = callback_url if isinstance(callback_url, str) else ""
+        return _json(200, {"task_id": await _service("submit", record.app_name, args, kwargs, callback_url)})
 
     async def _task_api(self, scope: dict[str, Any], receive: Any) -> dict[str, Any]:
-        from beamray.tasks import client
-
         if not self._auth_ok(scope):
             return _json(401, {"error": "Unauthorized"})
         parts = [part for part in scope["path"].split("/") if part]  # ["v2", "task", …]
         if parts[2:] == ["cancel"] and scope["method"] == "DELETE":
-            body = await self._body(receive)
+            body = await self._body(scope, receive)
             try:
                 task_ids = json.loads(body or b"{}")["task_ids"]
                 if not isinstance(task_ids, list) or not all(isinstance(t, str) for t in task_ids):
                     raise ValueError
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 return _json(400, {"error": "invalid request payload"})
-            await client.service().cancel.remote(task_ids)
+            await _service("cancel", task_ids)
             return _json(200, {})
         if len(parts) == 3 and scope["method"] == "GET":
-            found = await client.service().get.remote(parts[2])
+            found = await _service("get", parts[2])
             return _json(404, {"error": "task not found"}) if found is None else _json(200, found)
         return _json(404, {"error": "not found"})
 
-    async def _subscribe(self, scope: dict[str, Any], send: Any) -> None:
-        """Server-sent events: one ``event: status`` per status change, until the task ends."""
-        from beamray.tasks import client, records
+    async def _subscribe(self, scope: dict[str, Any], receive: Any, send: Any) -> dict[str, Any] | None:
+        """Server-sent events: one ``event: status`` per status change, until the task ends or the client
+        leaves (``http.disconnect``, watched while waiting between polls)."""
+        from beamray.tasks import records
 
         task_id = [part for part in scope["path"].split("/") if part][2]
         if not self._auth_ok(scope):
-            response = _json(401, {"error": "Unauthorized"})
-        elif await client.service().get.remote(task_id) is None:
-            response = _json(404, {"error": "task not found"})
-        else:
-            response = None
-        if response is not None:
-            await send({"type": "http.response.start", "status": response["status"],
-                        "headers": response["headers"]})
-            await send({"type": "http.response.body", "body": response["body"]})
-            return
+            return _json(401, {"error": "Unauthorized"})
+        task = await _service("get", task_id)
+        if task is None:
+            return _json(404, {"error": "task not found"})
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
-        last = None
+        self.subscriptions += 1
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            last, delay = None, POLL_MIN_S
+            while task is not None:
+                if task["status"] != last:
+                    last, delay = task["status"], POLL_MIN_S
+                    event = {"status": task["status"], "result": task["result"], "outputs": task["outputs"]}
+                    await send({"type": "http.response.body", "more_body": True,
+                                "body": f"event: status\ndata: {json.dumps(event)}\n\n".encode()})
+                if task["status"] in records.TERMINAL:
+                    break
+                if (await asyncio.wait({gone}, timeout=delay))[0]:
+                    return None  # the client left
+                delay = min(2 * delay, POLL_MAX_S)
+                self.polls += 1
+                try:
+                    task = await _service("get", task_id)
+                except _Reply:  # the store is down for now: poll again later
+                    pass
+            await send({"type": "http.response.body", "body": b""})
+            return None
+        finally:
+            gone.cancel()
+            self.subscriptions -= 1
+
+    async def _output(self, output_id: str, scope: dict[str, Any], send: Any) -> None:
+        """A signed output link, streamed from storage a chunk at a time (read off the event loop)."""
+        from beamray import outputs
+
+        response = await asyncio.to_thread(outputs.http_response, output_id, scope.get("query_string", b""))
+        body = response["body"]
+        if isinstance(body, bytes):
+            await _send(send, response)
+            return
+        try:
+            await send({"type": "http.response.start", "status": response["status"], "headers": response["headers"]})
+            while scope["method"] == "GET" and (chunk := await asyncio.to_thread(next, body, b"")):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            with contextlib.suppress(ValueError):  # still being read by a thread the client left behind
+                await asyncio.to_thread(body.close)
+
+    async def _clean_outputs(self) -> None:
+        from beamray import outputs
+
         while True:
-            task = await client.service().get.remote(task_id)
-            if task["status"] != last:
-                last = task["status"]
-                event = {"status": task["status"], "result": task["result"], "outputs": task["outputs"]}
-                await send({"type": "http.response.body", "more_body": True,
-                            "body": f"event: status\ndata: {json.dumps(event)}\n\n".encode()})
-            if task["status"] in records.TERMINAL:
-                await send({"type": "http.response.body", "body": b""})
-                return
-            await asyncio.sleep(0.1)
+            try:
+                await asyncio.to_thread(outputs.cleanup_expired)
+                self.output_cleanups += 1
+            except Exception:  # storage unreachable: the next round tries again
+                _log.warning("expired output cleanup failed", exc_info=True)
+            await asyncio.sleep(OUTPUT_CLEANUP_INTERVAL_S)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
 @serve.ingress()
 class Gateway:
     def __serve_build_asgi_app__(self) -> GatewayApp:
-        return GatewayApp()
+        self._app = GatewayApp()
+        return self._app
+
+    def stats(self) -> dict[str, int]:
+        """``GatewayApp.stats`` through a deployment handle (not reachable over HTTP)."""
+        return self._app.stats()

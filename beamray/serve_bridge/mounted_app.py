@@ -1,7 +1,8 @@
 """The replica app of ``@asgi``: the ASGI app the user's handler returned, mounted under Beam's rules.
 
-Beam adds ``/health`` (an app's own wins) and ``/warmup``, checks auth, and bounds every request by the
-body limit, the concurrency limit and the timeout before the user's app sees it.
+Beam adds ``/health`` (an app's own wins, for callers that pass auth) and ``/warmup``, checks auth, gives
+each request its own ``X-Task-Id`` (never the client's), and bounds every request by the body limit, the
+concurrency limit and the timeout before the user's app sees it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from beamray.serve_bridge.asgi import (HEALTH, TOO_LARGE, ASGIApp, Message, Receive, Scope, Send,
-                                       declared_too_large, send_error, send_json)
+                                       declared_too_large, header_map, send_error, send_json)
 from beamray.serve_bridge.runner import TimedOut, consume
 from beamray.serve_bridge.web_app import WebApp
 
@@ -33,7 +34,11 @@ class MountedApp(WebApp):
         await self._app(scope, receive, send)
 
     async def _health(self, scope: Scope, receive: Receive, send: Send, rel: str) -> None:
-        await self._asgi_health(scope, receive, send, rel)
+        """Beam's plain 200 for anyone; the app's own ``/health`` only for callers that pass auth."""
+        if self._authorized(header_map(scope)):
+            await self._asgi_health(scope, receive, send, rel)
+        else:
+            await send_json(send, 200, HEALTH)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes],
                      rel: str) -> None:
@@ -41,17 +46,19 @@ class MountedApp(WebApp):
 
     async def _socket(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes],
                       rel: str) -> None:
-        await self._app(self._mounted(scope, rel), receive, send)
+        await self._app(self._mounted(scope, rel, str(uuid.uuid4()).encode()), receive, send)
 
-    def _mounted(self, scope: Scope, rel: str) -> Scope:
-        """The scope the user's app sees: the full path under ``root_path``, as Starlette/FastAPI expect."""
+    def _mounted(self, scope: Scope, rel: str, task_id: bytes = b"") -> Scope:
+        """The scope the user's app sees: the full path under ``root_path``, as Starlette/FastAPI expect,
+        and ``task_id`` as its ``X-Task-Id`` in place of any the client sent (a caller must not pick it)."""
         root = scope.get("root_path", "")
         path = root + rel
-        if scope["path"] == path:
-            return scope
         scope = dict(scope)
-        scope["path"] = path
-        scope["raw_path"] = quote(path).encode("ascii")
+        headers = [(key, value) for key, value in scope.get("headers", ()) if key.lower() != b"x-task-id"]
+        scope["headers"] = headers + [(b"x-task-id", task_id)] if task_id else headers
+        if scope["path"] != path:
+            scope["path"] = path
+            scope["raw_path"] = quote(path).encode("ascii")
         return scope
 
     async def _asgi_health(self, scope: Scope, receive: Receive, send: Send, rel: str) -> None:
@@ -91,8 +98,8 @@ class MountedApp(WebApp):
         if declared_too_large(headers, self._max_body):
             await send_json(send, 413, TOO_LARGE)
             return
-        raw_id = headers.get(b"x-task-id") or str(uuid.uuid4()).encode()
-        echo = ((b"x-task-id", raw_id),)
+        task_id = str(uuid.uuid4()).encode()
+        echo = ((b"x-task-id", task_id),)
         limit = self._max_body
         deadline = self._runner.deadline()
         started: asyncio.Future | None = None if deadline is None else asyncio.get_running_loop().create_future()
@@ -128,7 +135,7 @@ class MountedApp(WebApp):
             await send_error(send, 504, self._runner.timeout_message(), echo)
             return
         try:
-            call = self._app(self._mounted(scope, rel), limited_receive, tracking_send)
+            call = self._app(self._mounted(scope, rel, task_id), limited_receive, tracking_send)
             try:
                 if started is None:
                     await call

@@ -46,9 +46,7 @@ class RealtimeApp(WebApp):
         if message["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
-        raw_id = headers.get(b"x-task-id")
-        task_id = raw_id.decode("latin-1") if raw_id else str(uuid.uuid4())
-        context = self._make_context(task_id) if self._wants_context else None
+        context = self._make_context(str(uuid.uuid4())) if self._wants_context else None  # not the client's
         try:
             while True:
                 message = await receive()

@@ -60,7 +60,8 @@ def test_cpu_millicore_strings_are_kept(cpu, millicores):
     assert parsing.parse_cpu(cpu) == millicores
 
 
-@pytest.mark.parametrize("cpu", ["0m", "99m", "64001m", "100000m"])
+@pytest.mark.parametrize("cpu", ["0m", "99m", "64001m", "100000m", "9" * 5000 + "m"],
+                         ids=["0m", "99m", "64001m", "100000m", "5000-digits"])
 def test_cpu_millicores_outside_100m_and_64000m_raise_beam_message(cpu):
     with pytest.raises(ValueError, match=exactly(CPU_MILLI_RANGE)):
         parsing.parse_cpu(cpu)
@@ -98,9 +99,22 @@ def test_memory_decimal_g_differs_from_binary_gi():
     assert parsing.parse_memory("4Gi") == 4096
 
 
-@pytest.mark.parametrize("memory", [128, 0, -5, 1.5, None, True])
+@pytest.mark.parametrize("memory", [128, 0, 1.5, None, True])
 def test_memory_non_string_passes_through_unvalidated(memory):
     assert parsing.parse_memory(memory) is memory
+
+
+@pytest.mark.parametrize("memory", [-5, -0.5, float("nan"), float("inf"), float("-inf")])
+def test_memory_number_no_container_can_have_raises_value_error(memory):
+    # The SDK passes these through; here they would fail later, far from the decorator, or not at all.
+    with pytest.raises(ValueError, match="memory must be a non-negative number of MiB"):
+        parsing.parse_memory(memory)
+
+
+@pytest.mark.parametrize("memory", ["9" * 400, "9" * 400 + "Gi", "1" + "0" * 5000], ids=["400-nines", "Gi", "1e5000"])
+def test_memory_string_too_large_for_a_float_raises_value_error_not_overflow(memory):
+    with pytest.raises(ValueError, match="memory is too large"):
+        parsing.parse_memory(memory)
 
 
 @pytest.mark.parametrize("memory", ["1 Gi", "1Ti", "1Ki", "1e3", "", "   ", "Gi", "-1Gi", "1.Gi", ".5Gi", "1Gi2"])
@@ -326,6 +340,18 @@ def test_timeout_non_number_raises_type_error(timeout):
         parsing.parse_timeout(timeout)
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 1e10, 2**31])
+def test_timeout_nan_infinite_or_beyond_a_timer_raises_value_error(timeout):
+    with pytest.raises(ValueError, match="timeout must be at most 2147483647 seconds"):
+        parsing.parse_timeout(timeout)
+
+
+def test_timeout_nan_in_a_task_policy_is_refused_too():
+    _retries, timeout, _ttl = parsing.apply_task_policy(TaskPolicy(timeout=float("nan")), 0, 60)
+    with pytest.raises(ValueError, match="timeout must be at most"):
+        parsing.parse_timeout(timeout)
+
+
 # --- autoscaler ------------------------------------------------------------------------------------
 
 
@@ -360,6 +386,14 @@ def test_autoscaler_other_class_raises_invalid_autoscaler_class(autoscaler, clas
 )
 def test_autoscaler_inconsistent_bounds_raise(autoscaler):
     with pytest.raises(ValueError, match="autoscaler needs 0 <= min_containers <= max_containers"):
+        parsing.parse_autoscaler(autoscaler)
+
+
+@pytest.mark.parametrize("field", ["max_containers", "tasks_per_container", "min_containers"])
+@pytest.mark.parametrize("value", [float("nan"), 2.5, True, "3"])
+def test_autoscaler_fields_must_be_whole_numbers(field, value):
+    autoscaler = QueueDepthAutoscaler(**{field: value})
+    with pytest.raises(ValueError, match=f"autoscaler {field} must be a whole number"):
         parsing.parse_autoscaler(autoscaler)
 
 

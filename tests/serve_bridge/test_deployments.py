@@ -92,8 +92,10 @@ def test_redeploy_creates_a_new_version_and_moves_latest(gateway, multiply_v1):
 
 def test_on_start_value_and_context_reach_the_handler(gateway):
     deploy(web_app.with_context)
-    body = gateway.post("/endpoint/ctx/v1", json={"x": 7}, headers={"X-TASK-ID": "task-123"}).json()
-    assert body["x"] == 7 and body["on_start"] == "loaded" and body["task_id"] == "task-123"
+    response = gateway.post("/endpoint/ctx/v1", json={"x": 7}, headers={"X-TASK-ID": "task-123"})
+    body = response.json()
+    assert body["x"] == 7 and body["on_start"] == "loaded"
+    assert body["task_id"] == response.headers["x-task-id"] != "task-123"  # a client cannot choose its id
     assert body["container"].startswith("endpoint-")
 
 

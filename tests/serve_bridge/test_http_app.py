@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -116,6 +117,30 @@ def _ws_url(base: str) -> str:
 
 def test_parse_payload_uses_args_list_and_kwargs_object():
     assert parse_payload(b'{"args": [1, "a"], "kwargs": {"x": 2}}', []) == ([1, "a"], {"x": 2})
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 5000 + b"1" + b"}" * 5000,
+                                  b'{"a": ' + b"[" * 2000 + b"]" * 2000 + b"}"], ids=["array", "object", "inside"])
+def test_parse_payload_deeply_nested_json_is_a_payload_error_not_recursion(body):
+    with pytest.raises(PayloadError, match="invalid request payload"):
+        parse_payload(body, [])
+
+
+def test_nesting_past_the_depth_limit_is_refused_whatever_the_recursion_limit():
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)  # as some libraries do: json would then parse it
+    try:
+        with pytest.raises(PayloadError):
+            parse_payload(b'{"a": ' + b"[" * 150 + b"]" * 150 + b"}", [])
+    finally:
+        sys.setrecursionlimit(before)
+    assert parse_payload(b'{"a": ' + b"[" * 50 + b"]" * 50 + b"}", [])[1]["a"]
+
+
+def test_deeply_nested_json_answers_400_from_the_endpoint(serve):
+    base = serve(make("endpoint", _echo))
+    response = httpx.post(base + "/", content=b'{"a":' * 5000 + b"1" + b"}" * 5000)
+    assert response.status_code == 400 and response.json() == {"error": "invalid request payload"}
 
 
 def test_parse_payload_whole_object_becomes_kwargs_when_no_kwargs_key():
@@ -333,9 +358,8 @@ def test_context_is_passed_only_to_handlers_with_a_context_parameter(serve):
         return sorted(kwargs)
 
     with_base = serve(make("endpoint", with_context))
-    got = httpx.post(with_base + "/", json={"x": 1}, headers={"X-TASK-ID": "task-123"})
-    assert got.json() == {"x": 1, "task_id": "task-123", "on_start": 42, "cid": "container-1"}
-    assert got.headers["x-task-id"] == "task-123"
+    got = httpx.post(with_base + "/", json={"x": 1})
+    assert got.json() == {"x": 1, "task_id": got.headers["x-task-id"], "on_start": 42, "cid": "container-1"}
 
     without_base = serve(make("endpoint", without_context))
     assert httpx.post(without_base + "/", json={"y": 2}).json() == ["y"]
@@ -349,14 +373,34 @@ def test_task_id_is_a_new_uuid_when_header_missing_and_echoed(serve):
     assert len(first.json()) == 36 and first.json() != second.json()
 
 
+def test_endpoint_never_takes_the_task_id_the_client_sent(serve):
+    base = serve(make("endpoint", lambda context: context.task_id))
+    chosen = httpx.post(base + "/", headers={"X-Task-Id": "someone-elses-task"})
+    assert chosen.json() != "someone-elses-task" and len(chosen.json()) == 36
+    assert chosen.headers["x-task-id"] == chosen.json()
+
+
+def test_asgi_app_sees_a_fresh_task_id_not_the_clients(serve):
+    app = FastAPI()
+
+    @app.get("/seen")
+    def seen(request: Request):
+        return request.headers.getlist("x-task-id")
+
+    base = serve(make("asgi", app))
+    response = httpx.get(base + "/seen", headers={"X-Task-Id": "someone-elses-task"})
+    assert response.json() == [response.headers["x-task-id"]]
+    assert response.headers["x-task-id"] != "someone-elses-task"
+
+
 def test_async_handler_is_awaited(serve):
     async def handler(x: int, context):
         await asyncio.sleep(0.01)
         return {"double": x * 2, "task": context.task_id}
 
     base = serve(make("endpoint", handler))
-    response = httpx.post(base + "/", json={"x": 21}, headers={"x-task-id": "t-1"})
-    assert response.json() == {"double": 42, "task": "t-1"}
+    response = httpx.post(base + "/", json={"x": 21})
+    assert response.json() == {"double": 42, "task": response.headers["x-task-id"]}
 
 
 def test_non_json_values_are_sent_with_str_fallback(serve):
@@ -386,11 +430,11 @@ def test_sync_generator_streams_data_events_exactly(serve):
             yield {"i": i} if i % 2 == 0 else f"item-{i}"
 
     base = serve(make("endpoint", handler))
-    with httpx.stream("POST", base + "/", json={"n": 4}, headers={"x-task-id": "s-1"}) as response:
+    with httpx.stream("POST", base + "/", json={"n": 4}) as response:
         body = response.read()
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
-        assert response.headers["x-task-id"] == "s-1"
+        assert len(response.headers["x-task-id"]) == 36
     assert body == (
         b'data: {"i": 0}\n\n' b'data: {"data": "item-1"}\n\n' b'data: {"i": 2}\n\n' b'data: {"data": "item-3"}\n\n'
     )
@@ -475,13 +519,13 @@ def test_handler_exception_is_500_with_traceback(serve):
         raise ValueError("boom from handler")
 
     base = serve(make("endpoint", handler))
-    response = httpx.post(base + "/", headers={"x-task-id": "e-1"})
+    response = httpx.post(base + "/")
     assert response.status_code == 500
     error = response.json()["error"]
     assert error.startswith("Traceback (most recent call last):")
     assert "ValueError: boom from handler" in error
     assert "in handler" in error
-    assert response.headers["x-task-id"] == "e-1"
+    assert len(response.headers["x-task-id"]) == 36
 
 
 def test_timeout_error_raised_by_handler_is_500_not_504(serve):
@@ -719,8 +763,26 @@ def test_asgi_health_answers_ok_unless_the_app_defines_its_own(serve):
         return JSONResponse({"model": "loading"}, status_code=503)
 
     custom = serve(make("asgi", own, authorize=_check_token))
-    response = httpx.get(custom + "/health")
+    response = httpx.get(custom + "/health", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 503 and response.json() == {"model": "loading"}
+    public = serve(make("asgi", own, authorize=None))
+    assert httpx.get(public + "/health").json() == {"model": "loading"}
+
+
+def test_asgi_apps_own_health_is_not_shown_to_callers_without_auth(serve):
+    calls = []
+    own = FastAPI()
+
+    @own.get("/health")
+    def health():
+        calls.append(1)
+        return {"secret": "internal state"}
+
+    base = serve(make("asgi", own, authorize=_check_token))
+    for headers in ({}, {"Authorization": "Bearer nope"}):
+        response = httpx.get(base + "/health", headers=headers)
+        assert response.status_code == 200 and response.json() == {"status": "ok"}  # the replica's own health
+    assert calls == []
 
 
 def test_asgi_body_over_limit_is_413_by_content_length_and_while_streaming(serve):
@@ -841,7 +903,9 @@ def test_realtime_passes_context_by_name_and_awaits_async_handlers(serve):
     base = serve(make("realtime", handler))
     with connect(_ws_url(base), additional_headers={"X-TASK-ID": "ws-task"}) as ws:
         ws.send("x")
-        assert json.loads(ws.recv(timeout=5)) == {"task_id": "ws-task", "event": "x", "on_start": 42}
+        got = json.loads(ws.recv(timeout=5))
+    assert got == {"task_id": got["task_id"], "event": "x", "on_start": 42}
+    assert got["task_id"] != "ws-task" and len(got["task_id"]) == 36  # never the id the client sent
 
 
 def test_realtime_handler_timeout_sends_error_frame_and_keeps_socket_open(serve):
