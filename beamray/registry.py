@@ -41,8 +41,13 @@ class DeploymentRecord:
                 "rollout_action": "replace"}
 
 
-def _key(name: str, version: int, part: str = "") -> str:
-    return f"{_PREFIX}{name}/v{version:06d}{part}"
+# Pickled specs live apart from the records, so listing records (the gateway's route refresh) reads
+# records only. Stores written before kept them beside the records; those are still read.
+_BLOBS = "deployment-blobs/"
+
+
+def _key(name: str, version: int, part: str = "", prefix: str = _PREFIX) -> str:
+    return f"{prefix}{name}/v{version:06d}{part}"
 
 
 def new_record(*, name: str, kind: str, version: int, authorized: bool, handler: str, gateway_url: str,
@@ -75,21 +80,26 @@ class Registry:
              ) -> None:
         """Store a record; with its pickled spec (for containers) and launch spec (for restores) on deploy."""
         if spec_blob is not None:
-            self.store.put(_key(record.name, record.version, ".spec"), spec_blob)
+            self.store.put(_key(record.name, record.version, ".spec", _BLOBS), spec_blob)
         if launch_blob is not None:
-            self.store.put(_key(record.name, record.version, ".launch"), launch_blob)
+            self.store.put(_key(record.name, record.version, ".launch", _BLOBS), launch_blob)
         self.store.put(_key(record.name, record.version), json.dumps(asdict(record)).encode())
 
     def spec_blob(self, record: DeploymentRecord) -> bytes | None:
-        return self.store.get(_key(record.name, record.version, ".spec"))
+        return self._blob(record, ".spec")
 
     def launch_blob(self, record: DeploymentRecord) -> bytes | None:
         """The spec without user code (``specs.without_user_code``): unpickles where the code cannot load."""
-        return self.store.get(_key(record.name, record.version, ".launch"))
+        return self._blob(record, ".launch")
+
+    def _blob(self, record: DeploymentRecord, part: str) -> bytes | None:
+        found = self.store.get(_key(record.name, record.version, part, _BLOBS))
+        return found if found is not None else self.store.get(_key(record.name, record.version, part))
 
     def remove(self, record: DeploymentRecord) -> None:
-        self.store.delete(_key(record.name, record.version, ".spec"))
-        self.store.delete(_key(record.name, record.version, ".launch"))
+        for part in (".spec", ".launch"):
+            self.store.delete(_key(record.name, record.version, part, _BLOBS))
+            self.store.delete(_key(record.name, record.version, part))
         self.store.delete(_key(record.name, record.version))
 
     def find(self, identifier: str) -> list[DeploymentRecord]:
