@@ -9,6 +9,7 @@ Redis (``BEAMRAY_REDIS_URL``) or the KV, and storage wherever ``BEAMRAY_STORAGE_
 from __future__ import annotations
 
 import os
+import urllib.parse
 
 from beamray import config
 
@@ -49,7 +50,18 @@ def storage_settings() -> dict[str, str]:
 def worker_settings() -> dict[str, str]:
     """What every worker process needs to find this driver's state: its home, secrets, store and storage."""
     return {"BEAMRAY_HOME": str(config.home()), "BEAMRAY_SECRETS": secrets_locator(),
-            "BEAMRAY_STORE": store_locator(), **storage_settings()}
+            "BEAMRAY_STORE": worker_store_locator(), **storage_settings()}
+
+
+def worker_store_locator() -> str:
+    """``store_locator()`` as workers receive it. Runtime envs are visible through Ray's state API, so a
+    Redis URL with a password is not passed: ``redis-env:BEAMRAY_REDIS_URL`` has the worker read the
+    same variable from its own environment (every KubeRay Pod sets it; an embedded head's workers
+    inherit it from ``beamray cluster up``)."""
+    locator = store_locator()
+    if locator.startswith(("redis://", "rediss://")) and urllib.parse.urlsplit(locator).password:
+        return "redis-env:BEAMRAY_REDIS_URL"
+    return locator
 
 
 def actor_runtime_env() -> dict[str, dict[str, str]]:

@@ -136,6 +136,12 @@ _opened: dict[str, Store] = {}
 def open_store(where: str | None = None) -> Store:
     """The store named by ``where``, ``BEAMRAY_STORE``, or this driver's default; one per process."""
     where = where or os.environ.get("BEAMRAY_STORE") or locations.store_locator()
+    if where.startswith("redis-env:"):  # a worker: the URL (and its password) is in its own environment
+        variable = where[len("redis-env:"):]
+        where = os.environ.get(variable, "")
+        if not where:
+            raise ValueError(f"{variable} is not set on this node; set it wherever the cluster's nodes start "
+                             "(`beamray cluster up`, or the RayCluster's Pods)")
     if where not in _opened:
         if where.startswith(("redis://", "rediss://", "unix://")):
             _opened[where] = RedisStore(where)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from typing import Callable
 
 import click
 
-from beamray import secrets
+from beamray import remote, secrets
 from beamray.cli.common import beamray_errors, humanize_age, json_option, print_json, render_table, say
 
 _ALIASES = {"update": "modify"}
@@ -29,13 +30,28 @@ def secret() -> None:
     """Manage secrets, injected into apps as env vars by name (`secrets=[...]`)."""
 
 
+def _value_arguments(command: Callable[..., None]) -> Callable[..., None]:
+    """VALUE, or ``--value-file`` (how a remote cluster gets it: never in the job's visible command line)."""
+    command = click.argument("value", required=False)(command)
+    return click.option("--value-file", type=click.Path(exists=True, dir_okay=False), hidden=True)(command)
+
+
+def _value(value: str | None, value_file: str | None) -> str:
+    if value_file is not None:
+        with open(value_file) as file:
+            return file.read()
+    if value is None:
+        raise click.UsageError("Missing argument 'VALUE'.")
+    return value
+
+
 @secret.command("create")
 @click.argument("key")
-@click.argument("value")
+@_value_arguments
 @beamray_errors
-def create(key: str, value: str) -> None:
+def create(key: str, value: str | None, value_file: str | None) -> None:
     """Create a secret KEY with VALUE."""
-    record = secrets.create(key, value)
+    record = secrets.create(key, _value(value, value_file))
     say(f"Created secret with name: '{record.name}'")
 
 
@@ -58,20 +74,25 @@ def list_(as_json: bool) -> None:
 
 @secret.command("show")
 @click.argument("key")
+@click.option("--sealed-with", type=click.Path(exists=True, dir_okay=False), hidden=True)
 @beamray_errors
-def show(key: str) -> None:
+def show(key: str, sealed_with: str | None) -> None:
     """Print the value of secret KEY."""
     record = secrets.show(key)
+    if sealed_with is not None:  # a remote job: its log must not hold the value (remote.py opens it)
+        with open(sealed_with, "rb") as file:
+            say(f"Secret '{record.name}': {remote.seal(file.read(), record.value)}")
+        return
     say(f"Secret '{record.name}': {record.value}")
 
 
 @secret.command("modify")
 @click.argument("key")
-@click.argument("value")
+@_value_arguments
 @beamray_errors
-def modify(key: str, value: str) -> None:
+def modify(key: str, value: str | None, value_file: str | None) -> None:
     """Change the value of secret KEY (alias: update)."""
-    record = secrets.modify(key, value)
+    record = secrets.modify(key, _value(value, value_file))
     say(f"Modified secret '{record.name}'")
 
 

@@ -55,6 +55,21 @@ def test_remote_secret_and_task_commands_run_on_the_cluster(remote_cluster):
     assert beamray(remote_cluster, "task", "list", "--json").returncode == 0
 
 
+def test_secret_values_never_reach_the_clusters_job_metadata_or_logs(remote_cluster):
+    """The dashboard and /api/jobs show every job's entrypoint, env and logs to anyone with the token."""
+    value = "s3cr3t-value-7f1c"
+    assert beamray(remote_cluster, "secret", "create", "HIDDEN_KEY", value).returncode == 0
+    assert beamray(remote_cluster, "secret", "modify", "HIDDEN_KEY", value + "-2").returncode == 0
+    shown = beamray(remote_cluster, "secret", "show", "HIDDEN_KEY")
+    assert f"=> Secret 'HIDDEN_KEY': {value}-2" in shown.stdout  # the caller still reads it
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(remote_cluster["BEAMRAY_ADDRESS"])
+    jobs = client.list_jobs()
+    assert jobs and all(value not in json.dumps(job.dict(), default=str) for job in jobs)
+    assert all(value not in client.get_job_logs(job.submission_id) for job in jobs if job.submission_id)
+
+
 def test_remote_failure_is_reported_with_a_nonzero_exit(remote_cluster):
     failed = beamray(remote_cluster, "deployment", "stop", "no-such-deployment")
     assert failed.returncode == 1 and "no deployment matches" in failed.stdout + failed.stderr
