@@ -65,10 +65,14 @@ async def _service(method: str, *args: Any) -> Any:
         if isinstance(cause, TaskQueueFullError):
             raise _Reply(_json(429, {"error": str(cause)})) from None
         if isinstance(cause, StoreUnavailableError):
-            raise _Reply(_json(503, {"error": str(cause)}, ((b"retry-after", b"1"),))) from None
+            raise _Reply(_store_down(cause)) from None
         if isinstance(cause, TaskTooLargeError):
             raise _Reply(_json(413, {"error": str(cause)})) from None
         raise
+
+
+def _store_down(error: StoreUnavailableError) -> dict[str, Any]:
+    return _json(503, {"error": str(error)}, ((b"retry-after", b"1"),))
 
 
 async def _send(send: Any, response: dict[str, Any]) -> None:
@@ -141,7 +145,10 @@ class GatewayApp:
             if path.rstrip("/").endswith("/subscribe") and scope["method"] == "GET":
                 return await self._subscribe(scope, receive, send)
             return await self._task_api(scope, receive)
-        record, inner_path, _ = await self._routes.resolve(path)
+        try:
+            record, inner_path, _ = await self._routes.resolve(path)
+        except StoreUnavailableError as exc:
+            return _store_down(exc)
         if record is None:
             return _json(404, {"error": "not found"})
         if record.kind in QUEUED_KINDS:

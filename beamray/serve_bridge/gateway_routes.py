@@ -2,7 +2,8 @@
 
 Loading the registry is a store scan (on Redis a SCAN plus an MGET), so anyone who can send requests must
 not be able to make the gateway load it at will: loads run off the event loop, concurrent requests share
-the one in flight, and they start at most once per ``MIN_REFRESH_S``. A request is answered from records
+the one in flight, and they start at most once per ``MIN_REFRESH_S``. While the store cannot answer,
+the last records loaded keep routing (a gateway that never loaded any answers 503). A request is answered from records
 at most ``CACHE_S`` old; when those do not know its URL (a version deployed a moment ago) or name a web
 version by number (which reaches the gateway only while the ingress catches up or once it was stopped),
 it waits for a load that started after it arrived, so what it gets reflects every deploy before it.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from beamray.exceptions import StoreUnavailableError
 from beamray.registry import DeploymentRecord, Registry
 from beamray.specs import QUEUED_KINDS, Kind
 
@@ -48,7 +50,13 @@ class Routes:
             if self._load is None:
                 self._load = asyncio.ensure_future(self._reload())
                 self._load.add_done_callback(lambda load: load.cancelled() or load.exception())  # seen
-            await asyncio.shield(self._load)
+            try:
+                await asyncio.shield(self._load)
+            except Exception as exc:  # the store is down: what was known still routes
+                if self._loaded_at == float("-inf"):
+                    raise StoreUnavailableError(f"the deployment registry is unreachable ({exc}); try again") \
+                        from None
+                return self._records
         return self._records
 
     async def _reload(self) -> None:
