@@ -6,9 +6,10 @@ whose working directory is the caller's (Beam syncs it the same way) and whose e
 works as for any Ray client: ``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token`` on the caller's machine.
 
 A job's entrypoint, env vars and logs are shown by the dashboard and its API, so secret values never go
-there: ``secret create|modify`` ship the value in a file of the job's package (which only the cluster
-reads), and ``secret show`` prints the value sealed under a one-time key shipped the same way, which only
-the caller can open. Store credentials (``BEAMRAY_REDIS_URL``) are never forwarded: the cluster has its own.
+there: ``secret create|modify`` ship the value in a file of a package of the job's own (which only the
+cluster reads), and every command gets a one-time key shipped the same way (``py_modules``), under which
+what it prints of secrets (``secret show``'s value, ``deploy``'s token) is sealed; only the caller opens
+it. Store credentials (``BEAMRAY_REDIS_URL``) are never forwarded: the cluster has its own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import importlib
 import os
 import re
 import secrets as _random
@@ -25,8 +27,7 @@ import tempfile
 
 # Settings a remote command needs from the caller's environment (never secrets: those live on the cluster).
 FORWARDED_ENV = ("BEAMRAY_HTTP_PORT", "BEAMRAY_GATEWAY_URL", "BEAMRAY_STORAGE_URL", "BEAMRAY_S3_ENDPOINT_URL")
-VALUE_FILE = ".beamray-secret-value"
-SEAL_FILE = ".beamray-seal"
+SEAL_MODULE = "beamray_job_seal"  # the job's private package: its one-time key, a secret value
 _SEALED = re.compile(r"beamray-sealed:([0-9a-f]*)")
 _EXCLUDES = [".git", "__pycache__", "*.pyc", ".venv", "venv", "node_modules", ".pytest_cache"]
 
@@ -45,16 +46,16 @@ def run_cli(address: str, argv: list[str], working_dir: str | None = None) -> in
     client = JobSubmissionClient(address)
     env_vars = {key: os.environ[key] for key in FORWARDED_ENV if os.environ.get(key)}
     with tempfile.TemporaryDirectory(prefix="beamray-job-") as private:
-        command, seal_key = _protect_secrets(argv, private)
-        # A secret command's package is the private folder alone; any other command ships the caller's cwd.
-        package = private if command is not argv else working_dir or os.getcwd()
-        runtime_env = {"working_dir": package, "excludes": _EXCLUDES, "env_vars": env_vars}
+        seal_key = _random.token_bytes(32)
+        command = _private_package(argv, os.path.join(private, SEAL_MODULE), seal_key)
+        runtime_env = {"working_dir": working_dir or os.getcwd(), "excludes": _EXCLUDES, "env_vars": env_vars,
+                       "py_modules": [os.path.join(private, SEAL_MODULE)]}
         job_id = client.submit_job(entrypoint=shlex.join(["python", "-m", "beamray.cli", *command]),
                                    runtime_env=runtime_env)
 
     async def follow() -> None:
         async for chunk in client.tail_job_logs(job_id):
-            sys.stdout.write(_SEALED.sub(lambda m: unseal(seal_key, m.group(1)), chunk) if seal_key else chunk)
+            sys.stdout.write(_SEALED.sub(lambda m: unseal(seal_key, m.group(1)), chunk))
             sys.stdout.flush()
 
     asyncio.run(follow())
@@ -66,20 +67,43 @@ def run_cli(address: str, argv: list[str], working_dir: str | None = None) -> in
     return 0
 
 
-def _protect_secrets(argv: list[str], folder: str) -> tuple[list[str], bytes | None]:
-    """The command to submit, with a secret value moved into ``folder`` (shipped as the job's package), and
-    for ``secret show`` the one-time key its output is sealed with."""
+def _private_package(argv: list[str], folder: str, seal_key: bytes) -> list[str]:
+    """Write the job's private package (its seal key; a secret value moved out of the command line) and
+    return the command to submit."""
+    os.makedirs(folder, mode=0o700)
+    contents = {"KEY": seal_key.hex(), "VALUE": None}
+    command = argv
     if len(argv) >= 4 and argv[0] == "secret" and argv[1] in ("create", "modify", "update") \
             and not argv[3].startswith("-"):
-        with open(os.path.join(folder, VALUE_FILE), "w", opener=_private_opener) as file:
-            file.write(argv[3])
-        return [*argv[:3], "--value-file", VALUE_FILE, *argv[4:]], None
-    if len(argv) >= 3 and argv[:2] == ["secret", "show"]:
-        key = _random.token_bytes(32)
-        with open(os.path.join(folder, SEAL_FILE), "wb", opener=_private_opener) as file:
-            file.write(key)
-        return [*argv, "--sealed-with", SEAL_FILE], key
-    return argv, None
+        contents["VALUE"] = argv[3]
+        command = [*argv[:3], "--value-from-job", *argv[4:]]
+    with open(os.path.join(folder, "__init__.py"), "w", opener=_private_opener) as file:
+        file.write("".join(f"{name} = {value!r}\n" for name, value in contents.items()))
+    return command
+
+
+def _job_package() -> object | None:
+    """This process's private package when it runs as a remote command (see ``run_cli``), else None."""
+    try:
+        return importlib.import_module(SEAL_MODULE)
+    except ImportError:
+        return None
+
+
+def shipped_value() -> str:
+    """The secret value a remote ``secret create|modify`` shipped in the job's private package."""
+    package = _job_package()
+    value = getattr(package, "VALUE", None)
+    if not isinstance(value, str):
+        raise ValueError("no secret value was shipped with this command; pass VALUE")
+    return value
+
+
+def for_caller(text: str) -> str:
+    """``text`` as a command prints it: sealed for the caller in a remote job (its log is public to the
+    cluster), as it is otherwise."""
+    package = _job_package()
+    return seal(bytes.fromhex(package.KEY), text) if package is not None else text
 
 
 def _private_opener(path: str, flags: int) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import click
 
+from beamray import remote
 from beamray.cli.common import beamray_errors, humanize_age, json_option, print_json, render_table, say
 from beamray.cli.loading import load_handler
 
@@ -25,7 +26,7 @@ class DeployResult:
 def _invocation(result: DeployResult, authorized: bool, token: str) -> str:
     if result.kind == "realtime":
         return f"websocket: {result.url.replace('http://', 'ws://').replace('https://', 'wss://')}"
-    auth = f" \\\n  -H 'Authorization: Bearer {token}'" if authorized else ""
+    auth = f" \\\n  -H 'Authorization: Bearer {remote.for_caller(token)}'" if authorized else ""
     return (f"curl -X POST '{result.url}' \\\n  -H 'Connection: keep-alive' \\\n"
             f"  -H 'Content-Type: application/json'{auth} \\\n  -d '{{}}'")
 

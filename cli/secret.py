@@ -31,15 +31,14 @@ def secret() -> None:
 
 
 def _value_arguments(command: Callable[..., None]) -> Callable[..., None]:
-    """VALUE, or ``--value-file`` (how a remote cluster gets it: never in the job's visible command line)."""
+    """VALUE, or ``--value-from-job``: how a remote cluster gets it, never in the job's visible command line."""
     command = click.argument("value", required=False)(command)
-    return click.option("--value-file", type=click.Path(exists=True, dir_okay=False), hidden=True)(command)
+    return click.option("--value-from-job", is_flag=True, hidden=True)(command)
 
 
-def _value(value: str | None, value_file: str | None) -> str:
-    if value_file is not None:
-        with open(value_file) as file:
-            return file.read()
+def _value(value: str | None, value_from_job: bool) -> str:
+    if value_from_job:
+        return remote.shipped_value()
     if value is None:
         raise click.UsageError("Missing argument 'VALUE'.")
     return value
@@ -49,9 +48,9 @@ def _value(value: str | None, value_file: str | None) -> str:
 @click.argument("key")
 @_value_arguments
 @beamray_errors
-def create(key: str, value: str | None, value_file: str | None) -> None:
+def create(key: str, value: str | None, value_from_job: bool) -> None:
     """Create a secret KEY with VALUE."""
-    record = secrets.create(key, _value(value, value_file))
+    record = secrets.create(key, _value(value, value_from_job))
     say(f"Created secret with name: '{record.name}'")
 
 
@@ -74,25 +73,20 @@ def list_(as_json: bool) -> None:
 
 @secret.command("show")
 @click.argument("key")
-@click.option("--sealed-with", type=click.Path(exists=True, dir_okay=False), hidden=True)
 @beamray_errors
-def show(key: str, sealed_with: str | None) -> None:
+def show(key: str) -> None:
     """Print the value of secret KEY."""
     record = secrets.show(key)
-    if sealed_with is not None:  # a remote job: its log must not hold the value (remote.py opens it)
-        with open(sealed_with, "rb") as file:
-            say(f"Secret '{record.name}': {remote.seal(file.read(), record.value)}")
-        return
-    say(f"Secret '{record.name}': {record.value}")
+    say(f"Secret '{record.name}': {remote.for_caller(record.value)}")
 
 
 @secret.command("modify")
 @click.argument("key")
 @_value_arguments
 @beamray_errors
-def modify(key: str, value: str | None, value_file: str | None) -> None:
+def modify(key: str, value: str | None, value_from_job: bool) -> None:
     """Change the value of secret KEY (alias: update)."""
-    record = secrets.modify(key, _value(value, value_file))
+    record = secrets.modify(key, _value(value, value_from_job))
     say(f"Modified secret '{record.name}'")
 
 

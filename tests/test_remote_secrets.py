@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,26 +11,48 @@ import pytest
 from beamray import locations, remote, store
 
 
-def test_a_secret_value_moves_from_the_command_line_into_the_package(tmp_path: Path):
-    command, key = remote._protect_secrets(["secret", "create", "KEY", "hunter2"], str(tmp_path))
-    assert "hunter2" not in command and key is None
-    assert command == ["secret", "create", "KEY", "--value-file", remote.VALUE_FILE]
-    shipped = tmp_path / remote.VALUE_FILE
-    assert shipped.read_text() == "hunter2" and shipped.stat().st_mode & 0o777 == 0o600
+@pytest.fixture
+def job_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run ``_private_package`` and make its package importable, as Ray's ``py_modules`` does on the cluster."""
+
+    def make(argv: list[str], key: bytes = b"k" * 32) -> list[str]:
+        command = remote._private_package(argv, str(tmp_path / remote.SEAL_MODULE), key)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        sys.modules.pop(remote.SEAL_MODULE, None)
+        importlib.invalidate_caches()
+        return command
+
+    yield make
+    sys.modules.pop(remote.SEAL_MODULE, None)
 
 
-def test_other_commands_are_submitted_unchanged(tmp_path: Path):
+def test_a_secret_value_moves_from_the_command_line_into_the_job_package(job_package, tmp_path: Path):
+    command = job_package(["secret", "create", "KEY", "hunter2"])
+    assert command == ["secret", "create", "KEY", "--value-from-job"] and "hunter2" not in command
+    assert remote.shipped_value() == "hunter2"
+    shipped = tmp_path / remote.SEAL_MODULE / "__init__.py"
+    assert shipped.stat().st_mode & 0o777 == 0o600 and (tmp_path / remote.SEAL_MODULE).stat().st_mode & 0o777 == 0o700
+
+
+def test_other_commands_are_submitted_unchanged(job_package):
     argv = ["deployment", "list"]
-    assert remote._protect_secrets(argv, str(tmp_path)) == (argv, None)
+    assert job_package(argv) == argv
+    with pytest.raises(ValueError, match="no secret value was shipped"):
+        remote.shipped_value()
 
 
-def test_a_shown_value_is_sealed_for_the_caller_only(tmp_path: Path):
-    command, key = remote._protect_secrets(["secret", "show", "KEY"], str(tmp_path))
-    assert command[-2:] == ["--sealed-with", remote.SEAL_FILE] and key and len(key) == 32
-    sealed = remote.seal(key, "påss wörd " * 10)
+def test_what_a_remote_command_prints_of_secrets_only_the_caller_can_read(job_package):
+    key = b"\x01" * 32
+    job_package(["secret", "show", "KEY"], key)
+    sealed = remote.for_caller("påss wörd " * 10)
     assert "påss" not in sealed and sealed.startswith("beamray-sealed:")
     assert remote.unseal(key, sealed.removeprefix("beamray-sealed:")) == "påss wörd " * 10
     assert remote.unseal(bytes(32), sealed.removeprefix("beamray-sealed:")) != "påss wörd " * 10
+
+
+def test_outside_a_remote_job_values_print_as_they_are():
+    sys.modules.pop(remote.SEAL_MODULE, None)
+    assert remote.for_caller("plain") == "plain"
 
 
 def test_workers_get_a_redis_password_by_name_not_by_value(monkeypatch):

@@ -4,6 +4,7 @@ address (``BEAMRAY_ADDRESS=http://…:dashboard``) — the same path a cluster o
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,12 +63,16 @@ def test_secret_values_never_reach_the_clusters_job_metadata_or_logs(remote_clus
     assert beamray(remote_cluster, "secret", "modify", "HIDDEN_KEY", value + "-2").returncode == 0
     shown = beamray(remote_cluster, "secret", "show", "HIDDEN_KEY")
     assert f"=> Secret 'HIDDEN_KEY': {value}-2" in shown.stdout  # the caller still reads it
+    deployed = beamray(remote_cluster, "deploy", "tests/apps/web_app.py:multiply")
+    token = re.search(r"Authorization: Bearer ([^' ]+)'", deployed.stdout).group(1)
+    assert len(token) > 20 and "sealed" not in token  # the caller gets Beam's curl line with the token
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(remote_cluster["BEAMRAY_ADDRESS"])
     jobs = client.list_jobs()
     assert jobs and all(value not in json.dumps(job.dict(), default=str) for job in jobs)
-    assert all(value not in client.get_job_logs(job.submission_id) for job in jobs if job.submission_id)
+    logs = [client.get_job_logs(job.submission_id) for job in jobs if job.submission_id]
+    assert logs and all(value not in log and token not in log for log in logs)
 
 
 def test_remote_failure_is_reported_with_a_nonzero_exit(remote_cluster):
