@@ -105,8 +105,13 @@ def _numeric(text: str) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """Starlette JSONResponse's compact form, with ``str`` for what JSON cannot encode."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8")
+    """Starlette JSONResponse's compact form, with ``str`` for what JSON cannot encode. A string UTF-8
+    cannot hold (a lone surrogate) is sent escaped (``\\ud800``), which JSON allows, instead of failing."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"), default=str).encode("ascii")
 
 
 def event_frame(item: Any) -> bytes:

@@ -137,6 +137,13 @@ def test_nesting_past_the_depth_limit_is_refused_whatever_the_recursion_limit():
     assert parse_payload(b'{"a": ' + b"[" * 50 + b"]" * 50 + b"}", [])[1]["a"]
 
 
+def test_a_lone_surrogate_in_a_result_is_sent_escaped_not_a_500():
+    from beamray.serve_bridge.asgi import dumps
+
+    assert json.loads(dumps({"echo": "a\ud800b", "ok": "é"})) == {"echo": "a\ud800b", "ok": "é"}
+    assert dumps({"ok": "é"}) == '{"ok":"é"}'.encode()  # ordinary text stays UTF-8, unescaped
+
+
 def test_deeply_nested_json_answers_400_from_the_endpoint(serve):
     base = serve(make("endpoint", _echo))
     response = httpx.post(base + "/", content=b'{"a":' * 5000 + b"1" + b"}" * 5000)
