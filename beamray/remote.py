@@ -24,6 +24,9 @@ import secrets as _random
 import shlex
 import sys
 import tempfile
+from pathlib import Path
+
+from beamray.private_files import private_dirs, private_opener
 
 # Settings a remote command needs from the caller's environment (never secrets: those live on the cluster).
 FORWARDED_ENV = ("BEAMRAY_HTTP_PORT", "BEAMRAY_GATEWAY_URL", "BEAMRAY_STORAGE_URL", "BEAMRAY_S3_ENDPOINT_URL")
@@ -70,14 +73,14 @@ def run_cli(address: str, argv: list[str], working_dir: str | None = None) -> in
 def _private_package(argv: list[str], folder: str, seal_key: bytes) -> list[str]:
     """Write the job's private package (its seal key; a secret value moved out of the command line) and
     return the command to submit."""
-    os.makedirs(folder, mode=0o700)
+    private_dirs(Path(folder))
     contents = {"KEY": seal_key.hex(), "VALUE": None}
     command = argv
     if len(argv) >= 4 and argv[0] == "secret" and argv[1] in ("create", "modify", "update") \
             and not argv[3].startswith("-"):
         contents["VALUE"] = argv[3]
         command = [*argv[:3], "--value-from-job", *argv[4:]]
-    with open(os.path.join(folder, "__init__.py"), "w", opener=_private_opener) as file:
+    with open(os.path.join(folder, "__init__.py"), "w", opener=private_opener) as file:
         file.write("".join(f"{name} = {value!r}\n" for name, value in contents.items()))
     return command
 
@@ -104,10 +107,6 @@ def for_caller(text: str) -> str:
     cluster), as it is otherwise."""
     package = _job_package()
     return seal(bytes.fromhex(package.KEY), text) if package is not None else text
-
-
-def _private_opener(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)
 
 
 def _keystream(key: bytes, length: int) -> bytes:

@@ -9,7 +9,7 @@ Where values live (the locator travels to workers in ``BEAMRAY_SECRETS``; values
 Each store also keeps beamray's own private values beside the secrets (the callback signing key):
 a file next to ``secrets.json``, or a KV key under ``beamray/`` that no secret name can take.
 
-Files are fsynced before a write counts as done, and one found empty (or cut short) is an error naming it:
+Files are fsynced before a write counts as done, and one found empty is an error naming it:
 making a new one would silently lose the secrets, or break every client holding the old token or key.
 """
 

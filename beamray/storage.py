@@ -393,13 +393,16 @@ def short_hash(*parts: str) -> str:
 
 
 def local_path_under(root: str | os.PathLike[str], key: str) -> Path:
-    """Where storage key ``key`` lives below the local folder ``root``.
+    """Where object key ``key`` lives below the local folder ``root``.
 
-    Object stores accept keys that are no relative path (``/etc/x``, ``a//b``, ``../x``, ``a/``); joined
-    as they are they would write or delete outside ``root``, or put two objects in one file, so they raise
-    ``ValueError`` and callers skip them.
+    ``check_key`` keeps keys inside the root; an object key must also be a plain path, because object
+    stores accept ``/x``, ``a//b`` and ``a/`` beside ``x`` and ``a/b``, which would share one local file.
     """
-    if not key or "\0" in key or any(part in ("", ".", "..") for part in key.split("/")):
+    try:
+        plain = "\0" not in key and "" not in key.split("/") and check_key(key) == key
+    except ValueError:  # check_key's own refusal: a '.' or '..' part
+        plain = False
+    if not plain:
         raise ValueError(f"storage key {key!r} has an empty, '.' or '..' part, so it cannot be a local file; "
                          "rename the object to a plain relative path")
     return Path(root) / key

@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from pathlib import Path
 from typing import Protocol
 
 from beamray import locations, ray_private
+from beamray.private_files import open_private, tighten
 
 
 class Store(Protocol):
@@ -26,15 +28,15 @@ class Store(Protocol):
 
 class SqliteStore:
     def __init__(self, path: str) -> None:
-        _private(path)
+        with open_private(Path(path), os.O_RDWR | os.O_CREAT):  # task arguments and results live in it
+            pass
         self._connection = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         self._connection.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL: durable across process and cluster crashes (not power loss), without an fsync per write.
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._connection.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
         for suffix in ("-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.chmod(path + suffix, 0o600)
+            tighten(Path(path + suffix))
         self._lock = threading.Lock()
 
     def get(self, key: str) -> bytes | None:
@@ -117,13 +119,6 @@ class RayKVStore:
     def scan(self, prefix: str) -> dict[str, bytes]:
         found = {key: self.kv.get(key) for key in self.kv.keys(prefix)}
         return {key: value for key, value in found.items() if value is not None}
-
-
-def _private(path: str) -> None:
-    """Task arguments and results live in the database: only its owner may read it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
 
 
 def _glob_escape(text: str) -> str:

@@ -29,7 +29,8 @@ from ray import serve
 
 from beamray.exceptions import StoreUnavailableError, TaskQueueFullError, TaskTooLargeError
 from beamray.registry import DeploymentRecord
-from beamray.serve_bridge.asgi import MAX_BODY_BYTES, PayloadError, parse_payload
+from beamray.serve_bridge.asgi import (MAX_BODY_BYTES, Disconnected, PayloadError, TooLarge, declared_too_large,
+                                       header_map, parse_payload, read_body)
 from beamray.serve_bridge.gateway_routes import Routes
 from beamray.specs import QUEUED_KINDS
 
@@ -156,31 +157,21 @@ class GatewayApp:
         return await self._forward(record, inner_path, scope, receive)
 
     def _auth_ok(self, scope: dict[str, Any]) -> bool:
-        header = dict(scope.get("headers", [])).get(b"authorization")
+        header = header_map(scope).get(b"authorization")
         return self._authorized(header.decode("latin-1") if header else None)
 
     async def _body(self, scope: dict[str, Any], receive: Any) -> bytes:
         """The whole request body; too large (as announced or as sent) → 413, not in time → 408."""
-        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
-        if declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
+        if declared_too_large(header_map(scope), MAX_BODY_BYTES):
             raise _Reply(_json(413, {"error": "payload too large"}))
         try:
-            return await asyncio.wait_for(self._read(receive), BODY_TIMEOUT_S)
+            return await asyncio.wait_for(read_body(receive, MAX_BODY_BYTES), BODY_TIMEOUT_S)
+        except TooLarge:
+            raise _Reply(_json(413, {"error": "payload too large"})) from None
+        except Disconnected:
+            raise _Reply(_json(400, {"error": "client disconnected"})) from None
         except TimeoutError:
             raise _Reply(_json(408, {"error": f"request body not received within {BODY_TIMEOUT_S:g} s"})) from None
-
-    @staticmethod
-    async def _read(receive: Any) -> bytes:
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Reply(_json(400, {"error": "client disconnected"}))
-            body.extend(message.get("body", b""))
-            if len(body) > MAX_BODY_BYTES:
-                raise _Reply(_json(413, {"error": "payload too large"}))
-            if not message.get("more_body"):
-                return bytes(body)
 
     async def _forward(self, record: DeploymentRecord, path: str, scope: dict[str, Any], receive: Any
                        ) -> dict[str, Any]:

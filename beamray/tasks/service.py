@@ -194,11 +194,12 @@ class TaskService(Dispatch):
         admitted: list[TaskRecord] = []
         for args, kwargs, callback_url in items:
             try:
-                admitted.append(self._new_task(queue, args, kwargs, callback_url, admitting=len(admitted)))
-                outcomes.append(admitted[-1].id)
+                admitted.append(self._new_task(queue, args, kwargs, callback_url))
             except (TaskQueueFullError, TaskTooLargeError) as exc:
                 outcomes.append(exc)
-        queue.admitting += len(admitted)
+                continue
+            outcomes.append(admitted[-1].id)
+            queue.admitting += 1
         try:
             await self.journal.durable()
         except StoreUnavailableError:
@@ -215,10 +216,8 @@ class TaskService(Dispatch):
             current.wake.set()
         return outcomes
 
-    def _new_task(self, queue: Queue, args: list[Any], kwargs: dict[str, Any], callback_url: str,
-                  admitting: int = 0) -> TaskRecord:
-        held = len(queue.pending) + len(queue.queued) + queue.admitting + admitting
-        if held >= queue.config.max_pending_tasks:
+    def _new_task(self, queue: Queue, args: list[Any], kwargs: dict[str, Any], callback_url: str) -> TaskRecord:
+        if len(queue.pending) + len(queue.queued) + queue.admitting >= queue.config.max_pending_tasks:
             raise TaskQueueFullError(f"task queue {queue.config.name} already holds "
                                      f"{queue.config.max_pending_tasks} pending tasks (max_pending_tasks)")
         records.check_payload_size(args, kwargs)
