@@ -192,7 +192,8 @@ class GatewayApp:
                        ) -> dict[str, Any]:
         from urllib.parse import parse_qsl
 
-        if record.authorized and not self._auth_ok(scope):
+        token_holder = self._auth_ok(scope)
+        if record.authorized and not token_holder:
             return _json(401, {"error": "Unauthorized"})
         if scope["method"] != "POST":
             return _json(405, {"error": "method not allowed"})
@@ -208,7 +209,7 @@ class GatewayApp:
             return _json(400, {"error": "invalid request payload"})
         # A request-level callback_url is honoured for the token holder only: from anyone else it would
         # make the cluster POST signed requests wherever a caller likes. It stays the handler's argument.
-        callback_url = kwargs.get("callback_url") if self._auth_ok(scope) else None
+        callback_url = kwargs.get("callback_url") if token_holder else None
         callback_url = callback_url if isinstance(callback_url, str) else ""
         return _json(200, {"task_id": await _service("submit", record.app_name, args, kwargs, callback_url)})
 
