@@ -114,7 +114,9 @@ def sized(size: int):
             autoscaler=QueueDepthAutoscaler(max_containers=3, tasks_per_container=1))
 def ledger(n: int, seconds: float, folder: str, context=None):
     """Leave this run's pid while it runs and one line per finished run: tests count real runs."""
-    Path(folder, f"{context.task_id}.pid").write_text(str(os.getpid()))
+    staged = Path(folder, f"{context.task_id}.pid.tmp")  # renamed whole: a reader never sees it empty
+    staged.write_text(str(os.getpid()))
+    staged.rename(staged.with_suffix(""))
     time.sleep(seconds)
     with open(Path(folder, f"{context.task_id}.done"), "a") as runs:
         runs.write(f"{n}\n")
