@@ -16,6 +16,7 @@ as active content there: only ``INLINE_TYPES`` are shown inline, everything else
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -26,7 +27,7 @@ import stat as _stat
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 from urllib.parse import parse_qs, quote
 
 from beamray import storage
@@ -123,8 +124,11 @@ def public_url(output_id: str, expires: int = DEFAULT_EXPIRES) -> str:
     return f"{_gateway_url()}/output/id/{output_id}?expires={until}&sig={sign(output_id, until)}"
 
 
-def open_output(output_id: str) -> tuple[str, Path | bytes]:
-    """(file name, local path or the bytes) of a live output; missing or expired → FileNotFoundError."""
+def open_output(output_id: str) -> tuple[str, IO[bytes], int]:
+    """(file name, an open stream, size) of a live output; missing or expired → FileNotFoundError.
+
+    Opened before it is sent, so a cleanup that removes the file meanwhile cannot cut the answer short.
+    """
     store = storage.get_storage()
     record = read_index(output_id, store)
     if record is None or record["expires_at"] <= time.time():
@@ -133,8 +137,9 @@ def open_output(output_id: str) -> tuple[str, Path | bytes]:
         path = store.local_path(record["key"])
         if not path.is_file():
             raise FileNotFoundError(f"output {output_id}")
-        return record["name"], path
-    return record["name"], store.read_bytes(record["key"])
+        handle = path.open("rb")
+        return record["name"], handle, os.fstat(handle.fileno()).st_size
+    return (record["name"], *store.open_stream(record["key"]))
 
 
 def outputs_for_task(task_id: str, expires: int = DEFAULT_EXPIRES) -> list[dict[str, Any]]:
@@ -190,11 +195,9 @@ def http_response(output_id: str, query_string: bytes | str, now: float | None =
     if not verify(output_id, expires, sig, now=now):
         return _json(403, {"error": "invalid or expired output URL"})
     try:
-        name, content = open_output(output_id)
-        handle = content.open("rb") if isinstance(content, Path) else None  # open now: cleanup may remove it
+        name, stream, size = open_output(output_id)
     except FileNotFoundError:
         return _json(404, {"error": "output not found"})
-    size = os.fstat(handle.fileno()).st_size if handle else len(content)  # type: ignore[arg-type]
     guessed = mimetypes.guess_type(name)[0] or ""
     inline = guessed in INLINE_TYPES
     content_type, disposition = (guessed, "inline") if inline else ("application/octet-stream", "attachment")
@@ -202,17 +205,13 @@ def http_response(output_id: str, query_string: bytes | str, now: float | None =
                (b"content-disposition", f"{disposition}; filename*=UTF-8''{quote(name)}".encode()),
                (b"content-length", str(size).encode()),
                (b"x-content-type-options", b"nosniff")]
-    return {"status": 200, "headers": headers, "body": _chunks(handle or content)}
+    return {"status": 200, "headers": headers, "body": _chunks(stream)}
 
 
-def _chunks(content: Any) -> Iterator[bytes]:
-    """An open file read (and closed) as sent, or bytes (S3, whose outputs normally go out presigned)."""
-    if isinstance(content, bytes):
-        for start in range(0, len(content), CHUNK_BYTES):
-            yield content[start:start + CHUNK_BYTES]
-        return
-    with content:
-        while chunk := content.read(CHUNK_BYTES):
+def _chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    """A local file or an S3 body, read (and closed) as it is sent: never whole in memory."""
+    with contextlib.closing(stream):
+        while chunk := stream.read(CHUNK_BYTES):
             yield chunk
 
 

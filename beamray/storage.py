@@ -253,12 +253,19 @@ class S3Storage:
             raise
 
     def read_bytes(self, key: str) -> bytes:
+        stream, _ = self.open_stream(key)
+        with contextlib.closing(stream):
+            return stream.read()
+
+    def open_stream(self, key: str) -> tuple[IO[bytes], int]:
+        """The object's body as a stream to read in pieces, and its size."""
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
             if _is_missing(exc):
                 raise FileNotFoundError(f"{self.url}/{key}") from exc
             raise
+        return response["Body"], int(response["ContentLength"])
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:

@@ -73,30 +73,63 @@ REDIS_SOCKET_TIMEOUT_S = 5.0
 
 
 class RedisStore:
+    """Keys under ``beamray:``, plus one sorted set naming them all (``beamray:index``).
+
+    A prefix scan reads the index by range (``ZRANGEBYLEX``: log N + what matches) instead of SCAN,
+    which walks every key of the Redis database; every write updates key and index in one transaction.
+    Keys written before the index existed are indexed once, by the first process that opens the store.
+    """
+
+    _INDEX = "index"
+    _INDEXED = "index-complete"
+
     def __init__(self, url: str) -> None:
         import redis
 
         self._client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
                                             socket_timeout=REDIS_SOCKET_TIMEOUT_S, health_check_interval=10)
         self._prefix = "beamray:"
+        self._index = self._prefix + self._INDEX
+        self._index_checked = False
 
     def get(self, key: str) -> bytes | None:
         return self._client.get(self._prefix + key)
 
     def put(self, key: str, value: bytes) -> None:
-        self._client.set(self._prefix + key, value)
+        self.put_many({key: value})
 
     def put_many(self, items: dict[str, bytes]) -> None:
-        self._client.mset({self._prefix + key: value for key, value in items.items()})
+        with self._client.pipeline(transaction=True) as batch:
+            batch.mset({self._prefix + key: value for key, value in items.items()})
+            batch.zadd(self._index, dict.fromkeys(items, 0))
+            batch.execute()
 
     def delete(self, key: str) -> None:
-        self._client.delete(self._prefix + key)
+        with self._client.pipeline(transaction=True) as batch:
+            batch.delete(self._prefix + key)
+            batch.zrem(self._index, key)
+            batch.execute()
 
     def scan(self, prefix: str) -> dict[str, bytes]:
-        keys = list(self._client.scan_iter(match=self._prefix + _glob_escape(prefix) + "*", count=500))
-        values = self._client.mget(keys) if keys else []
+        self._build_index_once()
+        keys = [key.decode() for key in self._client.zrangebylex(
+            self._index, b"[" + prefix.encode(), b"[" + prefix.encode() + b"\xff")]
+        values = self._client.mget([self._prefix + key for key in keys]) if keys else []
+        return {key: value for key, value in zip(keys, values) if value is not None}
+
+    def _build_index_once(self) -> None:
+        """Index the keys a beamray without the index wrote (SCAN, once per Redis database)."""
+        if self._index_checked or self._client.exists(self._prefix + self._INDEXED):
+            self._index_checked = True
+            return
+        skip = {self._index.encode(), (self._prefix + self._INDEXED).encode()}
         start = len(self._prefix)
-        return {key.decode()[start:]: value for key, value in zip(keys, values) if value is not None}
+        names = [key[start:].decode() for key in self._client.scan_iter(match=self._prefix + "*", count=1000)
+                 if key not in skip]
+        for first in range(0, len(names), 1000):
+            self._client.zadd(self._index, dict.fromkeys(names[first:first + 1000], 0))
+        self._client.set(self._prefix + self._INDEXED, b"1")
+        self._index_checked = True
 
 
 class RayKVStore:
@@ -119,10 +152,6 @@ class RayKVStore:
     def scan(self, prefix: str) -> dict[str, bytes]:
         found = {key: self.kv.get(key) for key in self.kv.keys(prefix)}
         return {key: value for key, value in found.items() if value is not None}
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)
 
 
 _opened: dict[str, Store] = {}

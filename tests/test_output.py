@@ -105,8 +105,9 @@ def test_local_public_url_is_signed_and_served(in_task: str, tmp_path: Path) -> 
     query = _query(url)
     assert abs(int(query["expires"]) - (time.time() + 400)) < 5
     assert outputs.verify(output.id, query["expires"], query["sig"])
-    name, content = outputs.open_output(output.id)
-    assert name == "my_output.txt" and Path(content).read_bytes() == b"payload"  # type: ignore[arg-type]
+    name, stream, size = outputs.open_output(output.id)
+    with stream:
+        assert name == "my_output.txt" and stream.read() == b"payload" and size == len(b"payload")
     response = outputs.http_response(output.id, urlparse(url).query.encode())
     assert response["status"] == 200 and b"".join(response["body"]) == b"payload"
     assert (b"content-type", b"text/plain") in response["headers"]
@@ -160,8 +161,10 @@ def test_pil_image_round_trip(backend: str, in_task: str) -> None:
     image.putpixel((3, 4), (255, 0, 0))
     output = Output.from_pil_image(image).save()
     assert output.path.suffix == ".png"
-    name, content = outputs.open_output(output.id)
-    data = Path(content).read_bytes() if isinstance(content, Path) else content
+    name, stream, size = outputs.open_output(output.id)
+    with stream:
+        data = stream.read()
+    assert len(data) == size
     assert name.endswith(".png")
     loaded = PILImage.open(io.BytesIO(data))
     assert loaded.format == "PNG" and loaded.size == (100, 100) and loaded.getpixel((3, 4)) == (255, 0, 0)
