@@ -10,10 +10,16 @@ from beamray.adapters.function import function
 from beamray.adapters.schedule import schedule
 from beamray.adapters.map import Map
 from beamray.adapters.output import Output
+from beamray.adapters.pod import Pod, PodInstance
 from beamray.adapters.queue import Queue
 from beamray.adapters.task_queue import task_queue
 from beamray.adapters.volume import CloudBucket, CloudBucketConfig, Volume
 from beamray.adapters.image import Image
+from beamray.adapters.sandbox import (
+    Sandbox, SandboxConnectionError, SandboxFileInfo, SandboxFilePosition, SandboxFileSearchMatch,
+    SandboxFileSearchRange, SandboxFileSearchResult, SandboxFileSystem, SandboxFileSystemError, SandboxInstance,
+    SandboxProcess, SandboxProcessError, SandboxProcessManager, SandboxProcessResponse, SandboxProcessStream,
+)
 from beamray.adapters.types import GpuType, PythonVersion, QueueDepthAutoscaler, TaskPolicy
 from beamray.cluster import prepare_ray_environment as _prepare_ray_environment
 from beamray.exceptions import ImageBuildError, RemoteExecutionError
@@ -21,11 +27,11 @@ from beamray.exceptions import ImageBuildError, RemoteExecutionError
 _prepare_ray_environment()
 
 
-def __getattr__(name: str):  # Task needs Ray; import it only when asked for
-    if name == "Task":
-        from beamray.tasks.client import Task
+def __getattr__(name: str):  # the client objects need Ray's modules; import them only when asked for
+    if name in ("Client", "Deployment", "Task"):
+        from beamray.adapters import client
 
-        return Task
+        return getattr(client, name)
     raise AttributeError(f"module 'beamray' has no attribute {name!r}")
 
 __all__ = [
@@ -43,6 +49,8 @@ __all__ = [
     "CloudBucket",
     "CloudBucketConfig",
     "Task",
+    "Client",
+    "Deployment",
     "Image",
     "env",
     "GpuType",
@@ -51,4 +59,21 @@ __all__ = [
     "TaskPolicy",
     "RemoteExecutionError",
     "ImageBuildError",
+    "Pod",
+    "PodInstance",
+    "Sandbox",
+    "SandboxInstance",
+    "SandboxProcess",
+    "SandboxProcessManager",
+    "SandboxProcessResponse",
+    "SandboxProcessStream",
+    "SandboxFileSystem",
+    "SandboxFileInfo",
+    "SandboxFilePosition",
+    "SandboxFileSearchMatch",
+    "SandboxFileSearchRange",
+    "SandboxFileSearchResult",
+    "SandboxProcessError",
+    "SandboxConnectionError",
+    "SandboxFileSystemError",
 ]

@@ -33,6 +33,7 @@ class ClusterInfo:
     pid: int | None = None
     ingress: str | None = None
     resources: dict[str, float] = field(default_factory=dict)
+    nodes: list[dict[str, Any]] = field(default_factory=list)  # alive nodes: node_id, group, resources
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,8 +62,18 @@ def info(with_resources: bool = True) -> ClusterInfo:
         import ray
 
         result.resources = {k: v for k, v in ray.cluster_resources().items() if not k.startswith("node:")}
+        result.nodes = [_node_view(node) for node in ray.nodes() if node.get("Alive")]
         result.dashboard_url = result.dashboard_url or dashboard_url()
     return result
+
+
+def _node_view(node: dict[str, Any]) -> dict[str, Any]:
+    """One node as ``cluster status`` shows it; ``group`` is its worker group (KubeRay's, or a simulated
+    one), "head" for the head."""
+    resources = {k: v for k, v in node["Resources"].items() if not k.startswith("node:")}
+    head = "node:__internal_head__" in node["Resources"]
+    group = "head" if head else (node.get("Labels") or {}).get(ray_private.NODE_GROUP_LABEL)
+    return {"node_id": node["NodeID"], "group": group, "resources": resources}
 
 
 def dashboard_url() -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,15 @@ from beamray.registry import DeploymentRecord, Registry, new_record
 from beamray.runtime import resources
 from beamray.runtime.image import image_runtime_env
 from beamray.serve_bridge import apps
-from beamray.specs import QUEUED_KINDS, EndpointSpec, TaskQueueSpec, without_user_code
+from beamray.runtime import pod as pods
+from beamray.serve_bridge import pod_app
+from beamray.specs import QUEUED_KINDS, EndpointSpec, Kind, PodSpec, TaskQueueSpec, without_user_code
 from beamray.tasks import client
 from beamray.tasks.config import QueueConfig
 
-Spec = EndpointSpec | TaskQueueSpec
+Spec = EndpointSpec | TaskQueueSpec | PodSpec
+POD_START_TIMEOUT_S = 300.0
+_pods_served: list[bool] = []
 
 
 @dataclass
@@ -51,10 +56,14 @@ def deploy(spec: Spec, code_root: str | os.PathLike[str] | None = None) -> Deplo
     record = new_record(name=spec.name, kind=spec.kind, version=registry.next_version(spec.name),
                         authorized=spec.serving.authorized, handler=spec.handler, gateway_url=cluster.gateway_url())
     record.code_path = str(code.package(code_root or os.getcwd()))
+    if spec.kind == Kind.POD and len(spec.ports) > 1:
+        record.url += "/<PORT>"  # Beam templates a pod's URL when it has several ports
     spec_blob = cloudpickle.dumps(spec)
     application = _launch(spec, record, spec_blob)
     if application is not None:
         apps.run(application, record)
+    if spec.kind == Kind.POD:
+        _start_first_pod(record)
     registry.save(record, spec_blob, cloudpickle.dumps(without_user_code(spec)))
     if spec.kind == "schedule":  # Beam: a new version of a schedule disables the previous one
         for older in registry.records():
@@ -76,6 +85,8 @@ def stop(identifier: str) -> list[DeploymentRecord]:
         if record.status == "running":
             if record.kind in QUEUED_KINDS:
                 client.unregister_queue(record.app_name)
+            elif record.kind == Kind.POD:
+                pod_app.unregister_launch(record.stub_id)
             else:
                 apps.remove(record.app_name)
             record = replace(record, status="stopped")
@@ -141,12 +152,12 @@ def _matching(identifier: str) -> list[DeploymentRecord]:
     return found
 
 
-def _actor_options(spec: Spec, record: DeploymentRecord) -> dict[str, Any]:
+def _actor_options(spec: Spec, code_path: str) -> dict[str, Any]:
     """Ray options for the spec's containers (feasibility checked), with its code, image and stores."""
     what = f"{spec.kind.capitalize()} {spec.name}"
     options = resources.resolve(spec.resources, what)
     runtime_env: dict[str, Any] = locations.actor_runtime_env()
-    runtime_env["working_dir"] = code.ship(Path(record.code_path))
+    runtime_env["working_dir"] = code.ship(Path(code_path))
     image_env = image_runtime_env(spec.runtime.image, what)
     runtime_env["env_vars"].update(image_env.pop("env_vars", {}))
     runtime_env.update(image_env)
@@ -155,12 +166,49 @@ def _actor_options(spec: Spec, record: DeploymentRecord) -> dict[str, Any]:
 
 
 def _launch(spec: Spec, record: DeploymentRecord, spec_blob: bytes) -> Any:
-    """Register a queued kind with the task service (returns None), or build the Serve app of a web kind."""
-    options = _actor_options(spec, record)
+    """Register a queued kind with the task service or a pod with the pods app (returns None), or build the
+    Serve app of a web kind."""
+    options = _actor_options(spec, record.code_path)
+    if spec.kind == Kind.POD:
+        pod_app.ensure_running()
+        pod_app.register_launch(pods.PodLaunch(spec, record.stub_id, options, record.deployment_id, record.version))
+        return None
     if spec.kind in QUEUED_KINDS:
         client.register_queue(_queue_config(spec, record, options), spec_blob)
         return None
     return apps.web_application(spec, record, spec_blob, options)
+
+
+def _start_first_pod(record: DeploymentRecord) -> None:
+    """A deployed pod starts one container now, so a broken entrypoint fails the deploy with its output."""
+    container_id = pods.start(pod_app.launch_of(record.stub_id))
+    try:
+        state = pods.wait_ready(container_id, POD_START_TIMEOUT_S)
+    except BeamrayError:
+        pod_app.unregister_launch(record.stub_id)
+        raise
+    if state["status"] == "RUNNING" or (state["status"] == "COMPLETE" and not state["ports"]):
+        return
+    pod_app.unregister_launch(record.stub_id)
+    pods.stop(container_id)
+    why = (f"its entrypoint exited with code {state['exit_code']}" if state["exit_code"] is not None
+           else f"its ports did not listen within {POD_START_TIMEOUT_S:g}s")
+    raise DeployError(f"Pod {record.name} v{record.version} failed to start: {why}; its output:\n"
+                      f"{state['output_tail'] or '(none)'}")
+
+
+def create_pod(spec: PodSpec, code_root: str | os.PathLike[str] | None = None) -> tuple[str, str]:
+    """Start one container of ``spec`` (``Pod.create()``, ``beamray run app.py:pod``) and wait until its ports
+    listen or its entrypoint ended (its status then tells how); its container id and URL."""
+    if not _pods_served:  # once per process: a script creating many pods asks Serve once
+        ensure_serve()
+        pod_app.ensure_running()
+        _pods_served.append(True)
+    code_path = str(code.package(code_root or os.getcwd()))
+    stub_id = str(uuid.uuid4())
+    container_id = pods.start(pods.PodLaunch(spec, stub_id, _actor_options(spec, code_path)))
+    pods.wait_ready(container_id, POD_START_TIMEOUT_S)
+    return container_id, pod_app.url_of(cluster.gateway_url(), container_id, spec.ports)
 
 
 def _queue_config(spec: TaskQueueSpec, record: DeploymentRecord, options: dict[str, Any]) -> QueueConfig:

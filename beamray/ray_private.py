@@ -138,3 +138,42 @@ def serve_controller_running() -> bool:
     except Exception:
         return False
     return True
+
+
+def kuberay_autoscaling_config(raycluster: dict[str, Any]) -> dict[str, Any]:
+    """The autoscaling config KubeRay's autoscaler sidecar derives from a RayCluster (node types from its
+    groups: CPU, GPU, memory, ``rayStartParams.resources``, min/max replicas, idle timeouts).
+
+    Ray keeps this translation private (``ray.autoscaler._private.kuberay``); reusing it means the
+    simulation sees a manifest exactly as the autoscaler on Kubernetes does.
+    """
+    from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
+
+    return _derive_autoscaling_config_from_ray_cr(raycluster)
+
+
+def fake_multinode_provider() -> tuple[type, str]:
+    """Ray's fake multi-node node provider class (simulated nodes as raylets on this machine) and its
+    head's fixed node id; what ``ray.cluster_utils.AutoscalingCluster`` and Ray's autoscaler tests use."""
+    from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID, FakeMultiNodeProvider
+
+    return FakeMultiNodeProvider, FAKE_HEAD_NODE_ID
+
+
+def resources_override_variable() -> str:
+    """The environment variable through which Ray's autoscaler sets a new node's resources."""
+    import ray._private.ray_constants as ray_constants
+
+    return ray_constants.RESOURCES_ENVIRONMENT_VARIABLE
+
+
+NODE_TYPE_NAME_VARIABLE = "RAY_NODE_TYPE_NAME"  # KubeRay sets it per Pod; Ray turns it into ray.io/node-group
+NODE_TYPE_TAG = "ray-user-node-type"  # the autoscaler's tag naming a new node's type (ray.autoscaler.tags)
+NODE_GROUP_LABEL = "ray.io/node-group"
+
+
+def available_resources_per_node() -> dict[str, dict[str, float]]:
+    """Node id → the resources free on it now (Ray's public API sums them over the cluster only)."""
+    from ray._private.state import available_resources_per_node as per_node
+
+    return per_node()

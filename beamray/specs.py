@@ -19,6 +19,7 @@ class Kind(str, Enum):
     TASKQUEUE = "taskqueue"
     FUNCTION = "function"  # a deployed @function: POST /function/NAME enqueues a task
     SCHEDULE = "schedule"
+    POD = "pod"  # an entrypoint process with exposed ports (``Pod``), reached at /pod/…
 
 
 WEB_KINDS = frozenset({Kind.ENDPOINT, Kind.ASGI, Kind.REALTIME})  # Serve applications
@@ -127,12 +128,36 @@ class TaskQueueSpec:
     schedule: str = ""  # cron expression, for kind "schedule"
 
 
+@dataclass(frozen=True)
+class PodSpec:
+    """A ``Pod``: an entrypoint process in one container, its ``ports`` reached through the gateway.
+
+    ``serving`` carries ``authorized`` (default False for pods) and ``keep_warm_seconds`` (-1: never idle
+    out; 0: stop as soon as no connection is open). A pod holds no user callables.
+    """
+
+    name: str
+    app: str
+    entrypoint: tuple[str, ...]
+    ports: tuple[int, ...] = ()
+    resources: ResourceSpec = field(default_factory=ResourceSpec)
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    serving: ServingSpec = field(default_factory=lambda: ServingSpec(authorized=False, keep_warm_seconds=600))
+    kind: str = "pod"
+
+    @property
+    def handler(self) -> str:
+        return f"pod:{self.name}"
+
+
 def without_user_code(spec: Any) -> Any:
     """``spec`` with every callable of the user's removed: what launching its containers needs.
 
     It unpickles in any process (a restore in ``beamray cluster up`` run from another folder, a driver
     without the app's packages), where the full spec would import the user's module.
     """
+    if isinstance(spec, PodSpec):
+        return spec
     changes: dict[str, Any] = {"func": None}
     if hasattr(spec, "serving"):
         changes["serving"] = replace(spec.serving, on_start=None)

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections import deque
-from typing import Any, Iterator
+from typing import Any
 
 import click
 
@@ -67,34 +64,6 @@ class RawRedisList:
         return pickle.loads(blob) if blob is not None else None
 
 
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    """A throwaway ``redis-server`` (no RDB, no AOF) on a free port; yields its URL."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = common.free_port()
-    workdir = tempfile.mkdtemp(prefix="beamray-bench-redis-")
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", workdir],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        import redis
-
-        client, deadline = redis.Redis(port=port), time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 def _trial(put, pop, ops: int) -> dict[str, float]:
     """N sequential puts then N sequential pops; seconds for each half."""
     values = [{"i": i, "payload": "x" * 100} for i in range(ops)]
@@ -120,7 +89,7 @@ def main(ops: int, trials: int, warmup: int, with_redis: bool, json_path: str | 
     """Sequential Queue put/pop throughput of beamray against raw Ray actors."""
     with contextlib.ExitStack() as stack:
         state = stack.enter_context(common.isolated_cluster())
-        url = stack.enter_context(redis_server()) if with_redis else None
+        url = stack.enter_context(common.redis_server()) if with_redis else None
         import ray
 
         os.environ.pop("BEAMRAY_REDIS_URL", None)

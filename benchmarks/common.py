@@ -14,6 +14,7 @@ import platform
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -241,3 +242,31 @@ def wait_for_200(url: str, headers: dict[str, str] | None = None, timeout: float
             return attempts
         time.sleep(interval)
     raise TimeoutError(f"{url} did not answer 200 within {timeout:g}s (last status {status})")
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A throwaway ``redis-server`` (no RDB, no AOF) on a free port; yields its URL."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="beamray-bench-redis-")
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", workdir],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        import redis
+
+        client, deadline = redis.Redis(port=port), time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)

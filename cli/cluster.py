@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -24,15 +25,25 @@ def cluster_group() -> None:
               help="Emulate GPUs of a Beam type (e.g. T4, A10G:2) as Ray logical resources, for code that "
                    "does not use the device. Repeatable.")
 @click.option("--memory", help="Memory Ray may schedule, in Beam's format (e.g. 32Gi; default: the machine's).")
+@click.option("--simulate", "manifest", type=click.Path(exists=True, path_type=Path), metavar="MANIFEST",
+              help="Shape the cluster as a KubeRay RayCluster: a kustomize overlay (k8s/kuberay/overlays/eks-gpu) "
+                   "or a rendered file (`beamray k8s render`); its worker groups become simulated nodes that "
+                   "Ray's autoscaler adds and removes on this machine.")
 @beamray_errors
 def up(num_cpus: float | None, num_gpus: int | None, resources: str | None, gpus: tuple[str, ...],
-       memory: str | None) -> None:
+       memory: str | None, manifest: Path | None) -> None:
     """Start the embedded local cluster (kept running after this command exits)."""
     if cluster.config.configured_address():
         raise click.ClickException(
             f"BEAMRAY_ADDRESS/RAY_ADDRESS point at {cluster.config.configured_address()}; "
             "`cluster up` manages only the embedded cluster. Unset them first."
         )
+    if manifest is not None:
+        if gpus or memory or num_cpus is not None or num_gpus is not None or resources:
+            raise click.UsageError("--simulate takes the node shapes from the manifest: drop --num-cpus, "
+                                   "--num-gpus, --resources, --gpu and --memory")
+        _up_simulated(manifest)
+        return
     try:
         extra = json.loads(resources) if resources else None
     except json.JSONDecodeError as exc:
@@ -51,6 +62,10 @@ def up(num_cpus: float | None, num_gpus: int | None, resources: str | None, gpus
     state = head.start_embedded(num_cpus=num_cpus, num_gpus=num_gpus, resources=extra, memory_mib=memory_mib)
     say(f"Cluster {'already running' if already else 'started'} at {state['address']}")
     say(f"Dashboard: {state['dashboard_url']}")
+    _restore_deployments()
+
+
+def _restore_deployments() -> None:
     from beamray import registry
 
     if any(record.status == "running" for record in registry.Registry().records()):
@@ -58,6 +73,23 @@ def up(num_cpus: float | None, num_gpus: int | None, resources: str | None, gpus
 
         deploy.ensure_serve()  # brings stored deployments back
         say(f"Gateway: {cluster.gateway_url()}")
+
+
+def _up_simulated(manifest: Path) -> None:
+    from beamray import simulate
+
+    started = simulate.start(manifest)
+    say(f"Simulated cluster started at {started.address}, shaped as {started.source}")
+    say(f"Dashboard: {started.dashboard_url}")
+    for group in started.groups:
+        shape = ", ".join(f"{key} {_shown(key, value)}" for key, value in group.resources.items())
+        click.echo(f"   {group.name}: {group.min_replicas}..{group.max_replicas} nodes of {shape}; "
+                   f"idle after {group.idle_timeout_s:g} s")
+    _restore_deployments()
+
+
+def _shown(key: str, value: float) -> str:
+    return f"{value / 2**30:.1f} GiB" if key in ("memory", "object_store_memory") else f"{value:g}"
 
 
 def _parse_gpus(values: tuple[str, ...]) -> dict[str, int]:
@@ -72,6 +104,18 @@ def _parse_gpus(values: tuple[str, ...]) -> dict[str, int]:
             raise click.BadParameter(f"{value!r} names no GPU type", param_hint="--gpu")
         gpus[gpu_type] = gpus.get(gpu_type, 0) + int(count or 1)
     return gpus
+
+
+@cluster_group.command("node-types")
+@click.argument("manifest", type=click.Path(exists=True, path_type=Path))
+@beamray_errors
+def node_types(manifest: Path) -> None:
+    """Tell the cluster which worker groups of MANIFEST its autoscaler may add (KubeRay: the RayCluster
+    applied; an overlay folder or a rendered file), so that requests only those nodes fit are accepted."""
+    from beamray import simulate
+
+    groups = simulate.publish_manifest_node_types(manifest)
+    say(f"Scalable node types: {', '.join(g.name for g in groups if g.max_replicas > 0) or 'none'}")
 
 
 @cluster_group.command()
@@ -97,8 +141,13 @@ def status(as_json: bool) -> None:
     say(f"Dashboard: {info.dashboard_url}")
     say(f"Gateway: {info.gateway_url}" + (f" (ingress: {info.ingress})" if info.ingress else ""))
     for key, value in sorted(info.resources.items()):
-        shown = f"{value / 2**30:.1f} GiB" if key in ("memory", "object_store_memory") else f"{value:g}"
-        click.echo(f"   {key}: {shown}")
+        click.echo(f"   {key}: {_shown(key, value)}")
+    if len(info.nodes) > 1:
+        say(f"Nodes ({len(info.nodes)}):")
+        for node in info.nodes:
+            shape = ", ".join(f"{key} {_shown(key, value)}" for key, value in sorted(node["resources"].items())
+                              if key != "object_store_memory")
+            click.echo(f"   {node['group'] or '-'} {node['node_id']}: {shape}")
 
 
 COMMANDS = [cluster_group]

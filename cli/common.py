@@ -88,12 +88,39 @@ def humanize_age(timestamp: float, now: float | None = None) -> str:
     return "just now"  # unreachable
 
 
+def humanize_duration(seconds: float) -> str:
+    """``42s``, ``5m 3s``, ``3h 2m``, ``2d 4h``: how long something has been up, in its two largest units."""
+    left = max(int(seconds), 0)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])
+
+
 def render_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    """Beam's borderless table: two-space indent, a rule under the headers."""
-    widths = [max([len(header)] + [len(row[i]) for row in rows]) for i, header in enumerate(headers)]
+    """Beam's borderless table, drawn by ``rich`` as Beam's CLI draws it: two-space indent, a rule under the
+    headers, bold headers on a terminal. Never wrapped (a URL stays one word), trailing spaces dropped."""
+    import io
+    import sys
 
-    def line(cells: tuple[str, ...]) -> str:
-        return "  " + "   ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+    from rich import box
+    from rich.cells import cell_len
+    from rich.console import Console
+    from rich.table import Table
 
-    rule = " " + "─" * (sum(widths) + 3 * (len(widths) - 1) + 2)
-    return "\n".join([line(headers), rule] + [line(row) for row in rows])
+    table = Table(*headers, box=box.SIMPLE_HEAD, header_style="bold" if sys.stdout.isatty() else "", show_edge=True)
+    for row in rows:
+        table.add_row(*row)
+    widths = [max([cell_len(header)] + [cell_len(row[i]) for row in rows]) for i, header in enumerate(headers)]
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=sum(widths) + 3 * len(widths) + 2, force_terminal=sys.stdout.isatty(),
+                      no_color=not sys.stdout.isatty(), highlight=False, emoji=False, markup=False)
+    console.print(table, crop=False, overflow="ignore", no_wrap=True)
+    lines = [line.rstrip() for line in buffer.getvalue().splitlines()]
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(lines)

@@ -9,6 +9,7 @@ import click
 from beamray import remote
 from beamray.cli.common import beamray_errors, humanize_age, json_option, print_json, render_table, say
 from beamray.cli.loading import load_handler
+from beamray.cli.run import _pod_flags, apply_pod_overrides, pod_overrides
 
 
 @dataclass
@@ -27,6 +28,8 @@ def _invocation(result: DeployResult, authorized: bool, token: str) -> str:
     if result.kind == "realtime":
         return f"websocket: {result.url.replace('http://', 'ws://').replace('https://', 'wss://')}"
     auth = f" \\\n  -H 'Authorization: Bearer {remote.for_caller(token)}'" if authorized else ""
+    if result.kind == "pod":  # any HTTP (or WebSocket) request reaches the pod's process
+        return f"curl '{result.url.replace('<PORT>', '{PORT}')}/'{auth}"
     return (f"curl -X POST '{result.url}' \\\n  -H 'Connection: keep-alive' \\\n"
             f"  -H 'Content-Type: application/json'{auth} \\\n  -d '{{}}'")
 
@@ -45,18 +48,25 @@ def _print_schedule(when: str) -> None:
 @click.command()
 @click.argument("handler")
 @click.option("-n", "--name", help="Deployment name (default: the decorator's name, else the function's).")
+@_pod_flags
 @json_option
 @beamray_errors
-def deploy(handler: str, name: str | None, as_json: bool) -> None:
+def deploy(handler: str, name: str | None, as_json: bool, **flags: object) -> None:
     """Deploy HANDLER (FILE.py:FUNCTION) as a new version on the cluster."""
     from beamray import deploy, secrets
     from beamray.adapters.handle import Handle
+    from beamray.adapters.pod import Pod
 
     target, root = load_handler(handler)
     if not isinstance(target, Handle):
         raise click.BadParameter(f"{handler} is not a deployable Beam object "
-                                 "(@endpoint, @asgi, @realtime, @task_queue, @function, @schedule)",
+                                 "(@endpoint, @asgi, @realtime, @task_queue, @function, @schedule, Pod)",
                                  param_hint="HANDLER")
+    changes = pod_overrides(flags)
+    if changes and not isinstance(target, Pod):
+        raise click.UsageError("override flags (--cpu, --ports, --entrypoint, …) apply to Pods only in beamray")
+    if changes:
+        target = apply_pod_overrides(target, changes)
     spec = target.deploy_spec(name)
     if not as_json:
         say(f"Deploying {spec.kind} {spec.name}")

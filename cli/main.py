@@ -32,9 +32,10 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from beamray.cli import cluster, config_cmd, deploy, k8s, run, secret, serve, task, volume
+    from beamray.cli import (cluster, config_cmd, container, deploy, k8s, logs, machine, run, secret, serve, task,
+                             volume)
 
-    for module in (cluster, config_cmd, deploy, k8s, run, secret, serve, task, volume):
+    for module in (cluster, config_cmd, container, deploy, k8s, logs, machine, run, secret, serve, task, volume):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -49,6 +49,14 @@ NOT_YET: dict[str, set[str]] = {
     "realtime": {"shell"},
     "task_queue": {"shell"},
     "schedule": {"shell", "invocation_details"},
+    # The SDK's deploy machinery and internal parsers (beamray parses in adapters/parsing.py, deploys in deploy.py).
+    "Pod": {"cleanup_deployment_artifacts", "generate_deployment_artifacts", "get_client", "parse_cpu", "parse_gpu",
+            "parse_image", "parse_memory", "parse_on_deploy", "parse_pool", "prepare_runtime",
+            "print_invocation_snippet"},
+    # The same, plus Pod's deploy/serve/shell, which a Sandbox inherits in the SDK.
+    "Sandbox": {"cleanup_deployment_artifacts", "deploy", "generate_deployment_artifacts", "get_client",
+                "parse_cpu", "parse_gpu", "parse_image", "parse_memory", "parse_on_deploy", "parse_pool",
+                "prepare_runtime", "print_invocation_snippet", "serve", "shell"},
 }
 
 # Non-builtin-equal bases beamray keeps for now: name -> SDK builtin bases it does not derive from yet.

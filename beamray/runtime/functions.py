@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import collections
+import importlib
 import itertools
 import os
 import re
+import statistics
 import sys
 import time
+import traceback
 import uuid
 from typing import Any, Callable, Iterable, Iterator
 
@@ -16,15 +20,15 @@ from ray.exceptions import GetTimeoutError, RayError, RayTaskError, TaskCancelle
 from beamray import cluster, ray_private
 from beamray.context import wants_context
 from beamray.exceptions import RemoteExecutionError
-from beamray.runtime import resources as resource_options
+from beamray.runtime import fanout, resources as resource_options
 from beamray.runtime.container import function_context, load_user_code
 from beamray.runtime.image import image_runtime_env
+from beamray.runtime.progress import MapProgress
 from beamray.runtime.worker import FunctionTimeoutError, RetryableTaskError, deadline, task_environment
 from beamray.specs import FunctionSpec
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 MAP_WINDOW = int(os.environ.get("BEAMRAY_MAP_WINDOW", "4096"))
-_PROGRESS_MIN_ITEMS = 100
 
 
 def stub_id(spec: FunctionSpec) -> str:
@@ -60,31 +64,40 @@ def _handler_loader(func: Callable[..., Any], handler_name: str) -> Callable[[],
     return handler
 
 
-def _make_task_body(spec: FunctionSpec) -> Callable[..., Any]:
-    """The function Ray runs: Beam's container environment around the user's handler."""
-    handler, name, runtime = _handler_loader(spec.func, spec.handler), spec.handler, spec.runtime
-    inject_context, timeout, retry_for, retries = wants_context(spec.func), spec.timeout, spec.retry_for, spec.retries
-    default_callback, function_stub_id = spec.callback_url, stub_id(spec)
+class _TaskBody:
+    """Beam's container environment around one call of the user's handler, inside a Ray worker."""
 
-    def beamray_function(*args: Any, **kwargs: Any) -> Any:
-        context = ray.get_runtime_context()
-        task_id = context.get_task_id() or uuid.uuid4().hex
-        container_id = f"function-{function_stub_id[:8]}-{context.get_worker_id()[:8]}"
-        callback_url = kwargs.pop("callback_url", None) or default_callback
-        identity = {"CONTAINER_ID": container_id, "TASK_ID": task_id, "STUB_ID": function_stub_id,
-                    "STUB_TYPE": "function", "TIMEOUT": str(int(timeout or 0))}
-        with task_environment(runtime.env, runtime.secrets, identity, runtime.volumes):
-            if inject_context:
+    def __init__(self, spec: FunctionSpec) -> None:
+        self.handler, self.name, self.runtime = _handler_loader(spec.func, spec.handler), spec.handler, spec.runtime
+        self.inject_context, self.timeout = wants_context(spec.func), spec.timeout
+        self.retry_for, self.retries = spec.retry_for, spec.retries
+        self.default_callback, self.stub_id = spec.callback_url, stub_id(spec)
+
+    def load(self) -> None:
+        """What a worker's first call loads (the handler, the secrets module), so timings see the handler only."""
+        importlib.import_module("beamray.secrets")  # task_environment imports it on first use
+        self.handler()
+
+    def container_id(self) -> str:
+        return f"function-{self.stub_id[:8]}-{ray.get_runtime_context().get_worker_id()[:8]}"
+
+    def invoke(self, args: tuple[Any, ...], kwargs: dict[str, Any], task_id: str, container_id: str,
+               retryable: Callable[[BaseException], bool]) -> Any:
+        """Run the handler once; an exception ``retryable`` accepts comes out as ``RetryableTaskError``."""
+        callback_url = kwargs.pop("callback_url", None) or self.default_callback
+        identity = {"CONTAINER_ID": container_id, "TASK_ID": task_id, "STUB_ID": self.stub_id,
+                    "STUB_TYPE": "function", "TIMEOUT": str(int(self.timeout or 0))}
+        with task_environment(self.runtime.env, self.runtime.secrets, identity, self.runtime.volumes):
+            if self.inject_context:
                 kwargs["context"] = function_context(
-                    container_id=container_id, stub_id=function_stub_id, stub_type="function",
-                    callback_url=callback_url or None, task_id=task_id, timeout=int(timeout or 0),
+                    container_id=container_id, stub_id=self.stub_id, stub_type="function",
+                    callback_url=callback_url or None, task_id=task_id, timeout=int(self.timeout or 0),
                 )
             try:
-                with deadline(timeout, name):
-                    result = handler()(*args, **kwargs)
+                with deadline(self.timeout, self.name):
+                    result = self.handler()(*args, **kwargs)
             except BaseException as exc:
-                retryable = type(exc) in retry_for and _attempts_so_far(task_id) <= retries
-                if retryable:
+                if type(exc) in self.retry_for and retryable(exc):
                     raise RetryableTaskError(exc) from exc
                 if callback_url:
                     from beamray import callbacks
@@ -98,7 +111,59 @@ def _make_task_body(spec: FunctionSpec) -> Callable[..., Any]:
                 callbacks.send(callback_url, task_id, "COMPLETE", result)
             return result
 
+
+def _make_task_body(spec: FunctionSpec) -> Callable[..., Any]:
+    """The function Ray runs for one call: a ``retry_for`` failure is retried by Ray, counted in the GCS."""
+    body = _TaskBody(spec)
+
+    def beamray_function(*args: Any, **kwargs: Any) -> Any:
+        task_id = ray.get_runtime_context().get_task_id() or uuid.uuid4().hex
+        return body.invoke(args, kwargs, task_id, body.container_id(),
+                           lambda exc: _attempts_so_far(task_id) <= body.retries)
+
+    beamray_function.__qualname__ = f"beamray_function:{body.stub_id}"  # read by `beamray container list`
     return beamray_function
+
+
+def _make_chunk_body(spec: FunctionSpec) -> Callable[..., Any]:
+    """The function Ray runs for a chunk of ``.map`` inputs: each input with its own id, retries and deadline.
+
+    Returns each input's result (a failure as the ``RayTaskError`` Ray would have stored for it) and the
+    median seconds an input took, for the chunk plan. A failure that is not the handler's own (the process
+    dies, ``SystemExit``) fails the chunk; past Ray's retries, ``.map`` re-runs its inputs one per task.
+    """
+    body = _TaskBody(spec)
+
+    def beamray_map_chunk(items: list[tuple[Any, ...]]) -> tuple[list[Any], float]:
+        container_id = body.container_id()
+        body.load()
+        outcomes: list[Any] = []
+        seconds: list[float] = []
+        for args in items:
+            task_id, attempt, started = uuid.uuid4().hex, 0, time.perf_counter()
+            while True:
+                try:
+                    outcomes.append(body.invoke(args, {}, task_id, container_id,
+                                                lambda exc, tried=attempt: tried < body.retries))
+                except RetryableTaskError:
+                    attempt += 1
+                    continue
+                except Exception as exc:
+                    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                    outcomes.append(_InputFailed(RayTaskError(f"{body.name}()", trace, exc)))
+                break
+            seconds.append(time.perf_counter() - started)
+        return outcomes, statistics.median(seconds)
+
+    beamray_map_chunk.__qualname__ = f"beamray_map_chunk:{body.stub_id}"  # read by `beamray container list`
+    return beamray_map_chunk
+
+
+class _InputFailed:
+    """One chunked input's failure, as the error Ray would have raised for its own task."""
+
+    def __init__(self, error: RayTaskError) -> None:
+        self.error = error
 
 
 class FunctionRunner:
@@ -109,12 +174,15 @@ class FunctionRunner:
         self._remote: Any = None
         self._options: dict[str, Any] | None = None
         self._bound: Any = None  # the remote function with its options applied, reused while they hold
+        self._chunk_remote: Any = None
+        self._bound_chunk: Any = None  # the same for ``.map``'s chunks
 
     def _remote_function(self) -> Any:
         if self._remote is None or not ray.is_initialized():
             cluster.connect()
             self._remote = ray.remote(_make_task_body(self.spec))
-            self._bound = None
+            self._chunk_remote = ray.remote(_make_chunk_body(self.spec))
+            self._bound = self._bound_chunk = None
         return self._remote
 
     def _task_options(self) -> dict[str, Any]:
@@ -127,7 +195,7 @@ class FunctionRunner:
             if image_env:
                 options["runtime_env"] = image_env
             if options != self._options:
-                self._options, self._bound = options, None
+                self._options, self._bound, self._bound_chunk = options, None, None
         else:
             resource_options.check_feasible(self._options, what)
         return self._options
@@ -160,77 +228,114 @@ class FunctionRunner:
 
     def map(self, inputs: Iterable[Any], *, order_outputs: bool = True,
             return_exceptions: bool = False) -> Iterator[Any]:
-        """Stream results with at most ``MAP_WINDOW`` calls in flight; a failed input yields None."""
+        """Stream results with at most ``MAP_WINDOW`` inputs unfinished; a failed input yields None.
+
+        Inputs travel in chunks sized by ``fanout.ChunkPlan``; each keeps its own result, order, retries,
+        deadline and failure line, as if it had had a task of its own.
+        """
         total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
-        progress = _Progress(self.spec.handler, total)
+        progress = MapProgress(self.spec.handler, total)
+        self._remote_function()
+        chunks = _ChunkedMap(self, total)
         numbered = enumerate(inputs)
-        pending = {self._submit_item(item): index for index, item in itertools.islice(numbered, MAP_WINDOW)}
-        batch = _BatchSize()
-        while pending:
-            started = time.monotonic()
-            done = _next_finished(pending, batch.size, order_outputs)
-            batch.adapt(time.monotonic() - started)
-            for outcome in self._outcomes(done, return_exceptions):
-                following = next(numbered, None)  # one in, one out: the window bounds what is in flight
-                if following is not None:
-                    pending[self._submit_item(following[1])] = following[0]
-                progress.advance()
-                yield outcome
+        for outcome in chunks.run(numbered, order_outputs, return_exceptions):
+            progress.advance()
+            yield outcome
         progress.close()
 
-    def _outcomes(self, done: list[tuple[int, ray.ObjectRef]], return_exceptions: bool) -> Iterator[Any]:
-        try:
-            values = ray.get([ref for _, ref in done])
-        except RayError:  # some input failed: settle each on its own
-            values = [self._outcome(index, ref, return_exceptions) for index, ref in done]
-        yield from values
+    def submit_chunk(self, items: list[tuple[Any, ...]]) -> ray.ObjectRef:
+        """One Ray task running several ``.map`` inputs. Ray retries it when its process dies (``retries``
+        times); the handler's own exceptions are settled per input inside it."""
+        self._remote_function()
+        options = self._task_options()
+        if self._bound_chunk is None:
+            self._bound_chunk = self._chunk_remote.options(**dict(options, retry_exceptions=False))
+        return self._bound_chunk.remote(items)
 
-    def _submit_item(self, item: Any) -> ray.ObjectRef:
-        # Beam's quirk: tuples and lists spread as positional arguments; anything else is one argument.
-        args = tuple(item) if isinstance(item, (tuple, list)) else (item,)
-        return self.submit(args, {})
-
-    def _outcome(self, index: int, ref: ray.ObjectRef, return_exceptions: bool) -> Any:
+    def outcome(self, index: int, ref: ray.ObjectRef, return_exceptions: bool) -> Any:
+        """The result of a single input's task, or its failure reported as ``Input N failed``."""
         try:
             return ray.get(ref)
         except RayError as exc:
-            error = translate_error(exc, ref)
-            if return_exceptions:
-                return error
-            print(f"Input {index} failed: {error}", file=sys.stderr)
-            return None
+            return _failed_input(index, translate_error(exc, ref), return_exceptions)
 
 
-class _BatchSize:
-    """How many results ``.map`` collects per round: one ``ray.wait`` and ``ray.get`` per result would cost
-    as much as a trivial task. Doubled while rounds are quick, halved when slow, so trivial tasks come in
-    bulk and slow ones one by one (the first result never waits long)."""
-
-    MAX = 512
-
-    def __init__(self) -> None:
-        self.size = 1
-
-    def adapt(self, seconds: float) -> None:
-        if seconds < 0.01:
-            self.size = min(self.size * 2, self.MAX)
-        elif seconds > 0.05:
-            self.size = max(self.size // 2, 1)
+def _failed_input(index: int, error: BaseException, return_exceptions: bool) -> Any:
+    if return_exceptions:
+        return error
+    print(f"Input {index} failed: {error}", file=sys.stderr)
+    return None
 
 
-def _next_finished(
-    pending: dict[ray.ObjectRef, int], size: int, order_outputs: bool,
-) -> list[tuple[int, ray.ObjectRef]]:
-    """Wait for and remove up to ``size`` finished calls: the oldest ones in input order, or any finished."""
-    if order_outputs:
-        finished = list(itertools.islice(pending, size))
-        ray.wait(finished, num_returns=len(finished), fetch_local=False)
-    else:
-        oldest = list(itertools.islice(pending, 4 * size))  # calls finish roughly in submission order
-        finished = ray.wait(oldest, num_returns=min(size, len(oldest)), timeout=0.05, fetch_local=False)[0]
-        if not finished:
-            finished = ray.wait(list(pending), num_returns=1, fetch_local=False)[0]
-    return [(pending.pop(ref), ref) for ref in finished]
+def _spread(item: Any) -> tuple[Any, ...]:
+    # Beam's quirk: tuples and lists spread as positional arguments; anything else is one argument.
+    return tuple(item) if isinstance(item, (tuple, list)) else (item,)
+
+
+class _ChunkedMap:
+    """The driver's side of one ``.map``: chunks submitted per the plan, results collected as they finish."""
+
+    def __init__(self, runner: FunctionRunner, total: int | None) -> None:
+        self.runner = runner
+        cpus = runner.spec.resources.cpu
+        self.plan = fanout.ChunkPlan(resource_options.cluster_cpus(), cpus, total)
+        self.chunks: dict[ray.ObjectRef, list[tuple[int, tuple[Any, ...]]]] = {}  # chunk → its inputs
+        self.singles: dict[ray.ObjectRef, int] = {}  # a failed chunk's inputs, re-run one per task
+        self.backlog: collections.deque[tuple[int, tuple[Any, ...]]] = collections.deque()  # ... awaiting a slot
+        self.submitted = 0
+
+    def run(self, numbered: Iterator[tuple[int, Any]], order_outputs: bool,
+            return_exceptions: bool) -> Iterator[Any]:
+        finished: dict[int, Any] = {}
+        next_index, exhausted = 0, False
+        while True:
+            unfinished = self.submitted - next_index
+            while self.backlog and len(self.chunks) + len(self.singles) < self.plan.in_flight():
+                index, args = self.backlog.popleft()
+                self.singles[self.runner.submit(args, {})] = index
+            while not exhausted and len(self.chunks) < self.plan.in_flight() and unfinished < MAP_WINDOW:
+                items = [(index, _spread(item)) for index, item in
+                         itertools.islice(numbered, min(self.plan.size(self.submitted), MAP_WINDOW - unfinished))]
+                if not items:
+                    exhausted = True
+                    break
+                self.chunks[self.runner.submit_chunk([args for _, args in items])] = items
+                self.submitted += len(items)
+                unfinished += len(items)
+            if not self.chunks and not self.singles and not self.backlog:
+                return
+            for index, outcome in self._collect(return_exceptions):
+                if not order_outputs:
+                    next_index += 1
+                    yield outcome
+                    continue
+                finished[index] = outcome
+                while next_index in finished:
+                    yield finished.pop(next_index)
+                    next_index += 1
+
+    def _collect(self, return_exceptions: bool) -> Iterator[tuple[int, Any]]:
+        """Wait for at least one task, then settle every finished one: (input index, outcome) pairs."""
+        refs = list(self.chunks) + list(self.singles)
+        done = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)[0]
+        if not done:
+            done = ray.wait(refs, num_returns=1, timeout=fanout.PROBE_S, fetch_local=False)[0]
+        for ref in done:
+            if ref in self.singles:
+                index = self.singles.pop(ref)
+                yield index, self.runner.outcome(index, ref, return_exceptions)
+                continue
+            items = self.chunks.pop(ref)
+            try:
+                outcomes, seconds = ray.get(ref)
+            except RayError:  # the chunk's process died past its retries: each input gets a task of its own
+                self.backlog.extend(items)
+                continue
+            self.plan.measured(seconds)
+            for (index, _), outcome in zip(items, outcomes):
+                if isinstance(outcome, _InputFailed):
+                    outcome = _failed_input(index, translate_error(outcome.error, ref), return_exceptions)
+                yield index, outcome
 
 
 @ray.remote(num_cpus=0, max_concurrency=1000)
@@ -262,23 +367,3 @@ def translate_error(exc: RayError, ref: ray.ObjectRef) -> BaseException:
     if isinstance(exc, GetTimeoutError):
         return RemoteExecutionError(task_id, "TIMEOUT", 4, str(exc))
     return RemoteExecutionError(task_id, "ERROR", 1, str(exc))
-
-
-class _Progress:
-    """A one-line progress counter on stderr for long maps on a terminal."""
-
-    def __init__(self, label: str, total: int | None) -> None:
-        self.enabled = sys.stderr.isatty() and (total is None or total >= _PROGRESS_MIN_ITEMS)
-        self.label, self.total, self.done, self._shown = label, total, 0, 0.0
-
-    def advance(self) -> None:
-        self.done += 1
-        if self.enabled and time.monotonic() - self._shown > 0.2:
-            self._shown = time.monotonic()
-            of = f"/{self.total}" if self.total is not None else ""
-            sys.stderr.write(f"\r=> Map <{self.label}>: {self.done}{of} done")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write(f"\r=> Map <{self.label}>: {self.done} done\n")

@@ -81,6 +81,12 @@ def check_feasible(options: dict[str, Any], what: str) -> None:
             raise InfeasibleResourcesError(what, bundle, _nodes.totals + _nodes.scalable)
 
 
+def cluster_cpus() -> float:
+    """CPUs of the alive nodes (as of the last look, at most a few seconds old)."""
+    _nodes.refresh()
+    return sum(node.get("CPU", 0.0) for node in _nodes.totals)
+
+
 def choose_gpu(resources: ResourceSpec, what: str) -> str | None:
     """The first GPU type of the priority list the cluster can serve now; else the first it can serve at all."""
     if not resources.gpu:

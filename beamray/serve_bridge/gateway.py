@@ -146,6 +146,8 @@ class GatewayApp:
             if path.rstrip("/").endswith("/subscribe") and scope["method"] == "GET":
                 return await self._subscribe(scope, receive, send)
             return await self._task_api(scope, receive)
+        if path.startswith(("/v2/deployment/", "/v2/upload/")):
+            return await self._client_api(scope, receive)
         try:
             record, inner_path, _ = await self._routes.resolve(path)
         except StoreUnavailableError as exc:
@@ -232,6 +234,25 @@ class GatewayApp:
             return _json(404, {"error": "task not found"}) if found is None else _json(200, found)
         return _json(404, {"error": "not found"})
 
+    async def _client_api(self, scope: dict[str, Any], receive: Any) -> dict[str, Any]:
+        """What ``beam.Client`` needs beside the task API, for token holders: a deployment's URL
+        (``GET /v2/deployment/?id=…[&kind=…]``, null when none runs) and uploads (``POST /v2/upload/?name=…``)."""
+        from urllib.parse import parse_qsl
+
+        if not self._auth_ok(scope):
+            return _json(401, {"error": "Unauthorized"})
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        route = (scope["path"].rstrip("/"), scope["method"])
+        if route == ("/v2/deployment", "GET"):
+            return _json(200, await asyncio.to_thread(_deployment_view, query.get("id", ""), query.get("kind")))
+        if route == ("/v2/upload", "POST"):
+            body = await self._body(scope, receive)
+            try:
+                return _json(200, {"url": await asyncio.to_thread(_store_upload, query.get("name", ""), body)})
+            except ValueError as exc:
+                return _json(400, {"error": str(exc)})
+        return _json(404, {"error": "not found"})
+
     async def _subscribe(self, scope: dict[str, Any], receive: Any, send: Any) -> dict[str, Any] | None:
         """Server-sent events: one ``event: status`` per status change, until the task ends or the client
         leaves (``http.disconnect``, watched while waiting between polls)."""
@@ -299,6 +320,35 @@ class GatewayApp:
             except Exception:  # storage unreachable: the next round tries again
                 _log.warning("expired output cleanup failed", exc_info=True)
             await asyncio.sleep(OUTPUT_CLEANUP_INTERVAL_S)
+
+
+def _deployment_view(identifier: str, kind: str | None) -> dict[str, Any] | None:
+    """The latest running version ``identifier`` names (``Registry.find``), with its path on the gateway."""
+    from beamray.registry import Registry
+
+    running = [r for r in Registry().find(identifier) if r.status == "running" and kind in (None, r.kind)]
+    if not identifier or not running:
+        return None
+    record = max(running, key=lambda r: r.version)
+    path = record.route_prefix if record.authorized else f"/{record.kind}/public/{record.stub_id}"
+    return {"deployment_id": record.deployment_id, "stub_id": record.stub_id, "name": record.name,
+            "kind": record.kind, "version": record.version, "authorized": record.authorized, "path": path}
+
+
+def _store_upload(name: str, body: bytes) -> str:
+    """Keep an uploaded file as an output of the pseudo-task ``uploads``; its signed, expiring URL."""
+    import tempfile
+    from pathlib import Path
+
+    from beamray import outputs
+
+    name = Path(name).name
+    if name in ("", ".", ".."):
+        raise ValueError("name the uploaded file: POST /v2/upload/?name=FILE")
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / name
+        source.write_bytes(body)
+        return outputs.public_url(outputs.store_output("uploads", source))
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)

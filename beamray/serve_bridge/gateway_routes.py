@@ -90,7 +90,7 @@ def _match(records: list[DeploymentRecord], path: str) -> tuple[Found, bool]:
         rest = rest[1:]
     elif rest and rest[0].startswith("v") and rest[0][1:].isdigit():
         versions = [r for r in versions if r.version == int(rest[0][1:])]
-        numbered = kind not in QUEUED_KINDS  # task queues live here; a web version only passes through
+        numbered = kind not in QUEUED_KINDS and kind != Kind.POD  # these live here; a web version passes through
         rest = rest[1:]
     record = versions[-1] if versions else None
     return (record, "/" + "/".join(rest), False), record is None or numbered

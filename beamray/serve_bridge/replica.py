@@ -27,13 +27,22 @@ def bearer_check(token: str) -> Callable[[str | None], bool]:
     return lambda header: header is not None and hmac.compare_digest(header.encode(), expected)
 
 
+def _replica_suffix() -> str:
+    """Serve's own id of this replica (the end of its actor name), so ``beamray container list`` shows the
+    ``CONTAINER_ID`` the handler sees."""
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except Exception:  # not in a replica
+        return os.urandom(4).hex()
+
+
 def container_environment(kind: str, record: dict[str, Any], spec: EndpointSpec) -> dict[str, str]:
     """Beam's container variables plus the spec's env and secrets (values read here, never shipped)."""
     from beamray import secrets
     from beamray.runtime.worker import _expand
 
     secret_values = secrets.load_many(spec.runtime.secrets) if spec.runtime.secrets else {}
-    container_id = f"{kind}-{record['stub_id'][:8]}-{os.urandom(4).hex()}"
+    container_id = f"{kind}-{record['stub_id'][:8]}-{_replica_suffix()}"
     variables = {"CONTAINER_ID": container_id, "STUB_ID": record["stub_id"], "STUB_TYPE": f"{kind}/deployment",
                  "TIMEOUT": str(int(spec.timeout or 0)), "WORKERS": str(spec.serving.workers),
                  "KEEP_WARM_SECONDS": str(int(spec.serving.keep_warm_seconds))}

@@ -1,10 +1,15 @@
-"""Talking to the task service from anywhere connected to the cluster: drivers, the gateway, the CLI."""
+"""Talking to the task service: directly from anywhere connected to the cluster (drivers, the gateway,
+the CLI), or through the gateway's HTTP task API from any machine that reaches it (Beam's ``Task`` with a
+``url``, and ``beam.Client``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,6 +27,55 @@ class TaskNotFoundError(BeamrayError, KeyError):
         return str(self.args[0])
 
 
+class GatewayError(BeamrayError):
+    """The gateway refused a request or could not be reached; ``status`` is its HTTP status (0: unreachable)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def gateway_request(method: str, url: str, token: str, body: bytes | None = None, timeout: float = 60,
+                    content_type: str = "application/json") -> Any:
+    """One request to the gateway with the bearer token; the open response (the caller reads and closes it).
+
+    401 and unreachable gateways become one clear ``GatewayError``; other statuses keep their body's message.
+    """
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        with contextlib.suppress(ValueError, AttributeError):
+            detail = json.loads(detail).get("error") or detail
+        if exc.code == 401:
+            raise GatewayError(f"the gateway at {url.split('/', 3)[:3][-1]} refused the token (401 Unauthorized); "
+                               "pass Client(token=...) the token `beamray config show` prints, or set "
+                               "BEAM_TOKEN", 401) from None
+        raise GatewayError(f"{method} {url} answered {exc.code}: {detail}", exc.code) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise GatewayError(f"cannot reach the gateway at {url} ({reason}); check BEAMRAY_GATEWAY_URL or "
+                           "`beamray cluster status`") from None
+
+
+def gateway_json(method: str, url: str, token: str, payload: Any = None) -> Any:
+    """``gateway_request`` with a JSON body and a JSON answer."""
+    body = None if payload is None else json.dumps(payload).encode()
+    with gateway_request(method, url, token, body) as response:
+        return json.loads(response.read() or b"null")
+
+
+def _gateway_events(url: str, token: str) -> Any:
+    """The ``data`` of each server-sent event at ``url`` (the task API's ``…/subscribe``), as JSON."""
+    with gateway_request("GET", url, token, timeout=None) as response:
+        for raw in response:
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if line.startswith("data:"):
+                yield json.loads(line[len("data:"):])
+
+
 def service() -> Any:
     """The detached task service actor, created on first use with the stores this driver uses."""
     cluster.connect()
@@ -32,8 +86,15 @@ def service() -> Any:
                                    get_if_exists=True, runtime_env=locations.actor_runtime_env()).remote()
 
 
+# Ray records where each call's output starts and ends in an actor's log only when asked: with it,
+# ``beamray logs --task-id`` (and the dashboard) show one task's lines, after it ended too.
+_TASK_LOG_OFFSETS = {"RAY_ENABLE_RECORD_ACTOR_TASK_LOGGING": "1"}
+
+
 def register_queue(config: QueueConfig, spec_blob: bytes) -> None:
-    """Start (or replace) a queue version in the task service."""
+    """Start (or replace) a queue version in the task service; its workers record per-task log offsets."""
+    config.runtime_env = {**config.runtime_env,
+                          "env_vars": {**config.runtime_env.get("env_vars", {}), **_TASK_LOG_OFFSETS}}
     ray.get(service().register_queue.remote(config, spec_blob))
 
 
@@ -143,16 +204,28 @@ def cancel(task_ids: list[str]) -> list[str]:
 
 
 class Task:
-    """Beam's Task: ``status()``, ``result(wait=False)``, ``outputs()``, ``is_complete()``, ``subscribe()``."""
+    """Beam's Task: ``status()``, ``result(wait=False)``, ``outputs()``, ``is_complete()``, ``subscribe()``.
+
+    With ``url`` (the gateway, as ``beam.Client`` makes them) it reads the task API over HTTP with
+    ``token``; without, it asks the task service directly (``.put()`` in a driver or a worker).
+    """
 
     def __init__(self, id: str, url: str = "", token: str = "") -> None:
         self.id = id
-        self.url = url
+        self.url = url.rstrip("/")
         self.token = token
-        self._data = get(id)
+        self._data = self._refresh()
 
     def _refresh(self) -> dict[str, Any]:
-        self._data = get(self.id)
+        if not self.url:
+            self._data = get(self.id)
+            return self._data
+        try:
+            self._data = gateway_json("GET", f"{self.url}/v2/task/{self.id}/", self.token)
+        except GatewayError as exc:
+            if exc.status == 404:
+                raise TaskNotFoundError(f"task {self.id} not found") from None
+            raise
         return self._data
 
     def status(self) -> str:
@@ -171,20 +244,29 @@ class Task:
 
     def subscribe(self, event_handler: Callable[[dict[str, Any]], None] | None = None) -> Any:
         """Block until the task ends, calling ``event_handler`` on each status change; returns the result."""
-        last, pause = None, 0.05
         try:
-            while True:
-                data = self._refresh()
-                if data["status"] != last:
-                    last = data["status"]
-                    if event_handler:
-                        event_handler(data)
-                if data["status"] in records.TERMINAL:
-                    return records.decode_result(data["result"])
-                time.sleep(pause)
-                pause = min(0.5, pause * 1.5)  # quick for short tasks, light on the service for long ones
+            events = _gateway_events(f"{self.url}/v2/task/{self.id}/subscribe", self.token) if self.url \
+                else self._polled()
+            for event in events:
+                self._data = {**self._data, **event}
+                if event_handler:
+                    event_handler(event)
+                if event["status"] in records.TERMINAL:
+                    return records.decode_result(event["result"])
+            raise GatewayError(f"the subscription to task {self.id} ended before the task did")
         except Exception as exc:  # the SDK returns errors instead of raising them
             return {"error": str(exc)}
+
+    def _polled(self) -> Any:
+        """The task's record at each status change, straight from the service."""
+        last, pause = None, 0.05
+        while True:
+            data = self._refresh()
+            if data["status"] != last:
+                last = data["status"]
+                yield data
+            time.sleep(pause)
+            pause = min(0.5, pause * 1.5)  # quick for short tasks, light on the service for long ones
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Task) and other.id == self.id

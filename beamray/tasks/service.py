@@ -276,6 +276,21 @@ class TaskService(Dispatch):
         await self.journal.durable()
         return cancelled
 
+    async def stop_container(self, container_id: str) -> int:
+        """Stop one container's workers (``beamray container stop``): a task it ran is retried as after a
+        crash, and the pool starts workers again when there is work. How many workers were stopped."""
+        await self._start()
+        stopped = 0
+        for queue in self.queues.values():
+            busy = [launch.worker for launch in [*queue.running.values(), *queue.queued.values()]]
+            for worker in {*queue.pool.idle, *busy}:
+                if worker.container_id == container_id and not worker.stopped:
+                    if worker in queue.pool.idle:
+                        queue.pool.idle.remove(worker)
+                    self._stop_worker(queue, worker)
+                    stopped += 1
+        return stopped
+
     @_quiet
     async def stats(self, queue_id: str) -> dict[str, int]:
         await self._start()

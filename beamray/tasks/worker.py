@@ -29,6 +29,11 @@ class TaskWorker:
         with task_environment(runtime.env, runtime.secrets, {"CONTAINER_ID": container_id}, runtime.volumes):
             self.on_start_value = run_hook(self.spec.serving.on_start)
 
+    def __repr__(self) -> str:
+        """The container id: Ray's state API shows it as the actor's ``repr_name`` (``beamray container list``)
+        and prefixes the worker's log lines with it."""
+        return self.container_id
+
     def run(self, args: list[Any], kwargs: dict[str, Any], meta: dict[str, Any]) -> tuple:
         """``("ok", result, False, container)`` or ``("error", traceback, retryable, container)``.
 

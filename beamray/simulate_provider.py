@@ -1,0 +1,50 @@
+"""The node provider of ``beamray cluster up --simulate``: Ray's fake multi-node provider, plus node memory.
+
+Ray's autoscaler (in the head's monitor process) loads this class by its path (provider type
+``external``). Each node it creates is a raylet on this machine with the node type's logical resources.
+Ray's own provider passes every resource but CPU, GPU and object store memory as a custom resource,
+and Ray refuses ``memory`` as one; a KubeRay group always has memory (its Pod's limit), so this
+provider hands it over the way Ray's autoscaler sets a real node's resources: the override variable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Any, Iterator
+
+from beamray import ray_private
+
+FakeMultiNodeProvider, FAKE_HEAD_NODE_ID = ray_private.fake_multinode_provider()
+
+
+
+@contextlib.contextmanager
+def _node_environment(settings: dict[str, str]) -> Iterator[None]:
+    """``settings`` in this process's environment while a node starts (Ray reads them from there)."""
+    before = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class SimulatedNodeProvider(FakeMultiNodeProvider):  # type: ignore[misc, valid-type]
+    """Ray's ``FakeMultiNodeProvider`` whose nodes also advertise the node type's ``memory`` and carry its
+    name as the ``ray.io/node-group`` label, as KubeRay's Pods do (``RAY_NODE_TYPE_NAME``)."""
+
+    def _create_node_with_resources_and_labels(self, node_config: dict[str, Any], tags: dict[str, str],
+                                               count: int, resources: dict[str, Any],
+                                               labels: dict[str, str]) -> None:
+        rest = {key: value for key, value in resources.items() if key != "memory"}
+        memory = {"memory": resources["memory"]} if "memory" in resources else {}
+        settings = {ray_private.resources_override_variable(): json.dumps(memory),
+                    ray_private.NODE_TYPE_NAME_VARIABLE: tags[ray_private.NODE_TYPE_TAG]}
+        with self.lock, _node_environment(settings):
+            super()._create_node_with_resources_and_labels(node_config, tags, count, rest, labels)
