@@ -18,16 +18,20 @@ import pytest
 
 
 _CONFORMANCE = Path(__file__).parent / "conformance"
+_SIMULATE = Path(__file__).parent / "simulate"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The conformance package runs first, its own fresh-machine cluster stopped before the suite's starts
-    (one embedded cluster at a time); in it, the first-run tests first and the restarts last."""
+    """The conformance package runs first, then the simulated KubeRay cluster's, each with its own
+    fresh-machine cluster stopped before the next starts (one embedded cluster at a time), then the rest on
+    the suite's cluster. In the conformance package, the first-run tests first and the restarts last."""
 
     def order(item: pytest.Item) -> tuple[int, int]:
         path = Path(str(item.fspath))
-        if _CONFORMANCE not in path.parents:
+        if _SIMULATE in path.parents:
             return (1, 0)
+        if _CONFORMANCE not in path.parents:
+            return (2, 0)
         return (0, {"test_first_run.py": 0, "test_restarts.py": 2}.get(path.name, 1))
 
     items.sort(key=order)
