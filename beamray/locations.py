@@ -48,9 +48,15 @@ def storage_settings() -> dict[str, str]:
 
 
 def worker_settings() -> dict[str, str]:
-    """What every worker process needs to find this driver's state: its home, secrets, store and storage."""
-    return {"BEAMRAY_HOME": str(config.home()), "BEAMRAY_SECRETS": secrets_locator(),
-            "BEAMRAY_STORE": worker_store_locator(), **storage_settings()}
+    """What every worker process needs to find this driver's state: its home, secrets, store and storage.
+
+    A process that was itself given locators passes the same ones on: a Ray job on the embedded head
+    has an address (so it would count as remote) but inherits the head's own locators, which are the
+    ones its gateway and the other deployments use.
+    """
+    return {"BEAMRAY_HOME": str(config.home()),
+            "BEAMRAY_SECRETS": os.environ.get("BEAMRAY_SECRETS") or secrets_locator(),
+            "BEAMRAY_STORE": os.environ.get("BEAMRAY_STORE") or worker_store_locator(), **storage_settings()}
 
 
 def worker_store_locator() -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from beamray import function
 from beamray.adapters.map import Map
 from beamray.adapters.queue import Queue, QueueFullError, SimpleQueueInternalServerError
 from beamray.exceptions import BeamrayError
-from tests.conftest import free_port
+from tests.conftest import free_port, redis_server
 
 cluster = pytest.mark.cluster
 
@@ -376,30 +375,8 @@ def test_fifo_with_concurrent_producers_and_consumers_loses_and_duplicates_nothi
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory):
-    server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(server).exists():
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(workdir)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    import redis
-
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(timeout=10)
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 @cluster

@@ -63,6 +63,21 @@ def test_workers_get_a_redis_password_by_name_not_by_value(monkeypatch):
     assert locations.worker_settings()["BEAMRAY_STORE"] == "redis://redis.internal:6379/1"
 
 
+def test_a_job_on_the_embedded_head_passes_the_heads_own_locators_on(monkeypatch, tmp_path):
+    """A Ray job has an address (so it counts as remote) but runs with the head's worker settings."""
+    monkeypatch.setenv("BEAMRAY_ADDRESS", "127.0.0.1:6379")
+    monkeypatch.delenv("BEAMRAY_SECRETS", raising=False)
+    monkeypatch.delenv("BEAMRAY_STORE", raising=False)
+    monkeypatch.delenv("BEAMRAY_REDIS_URL", raising=False)
+    assert (locations.worker_settings()["BEAMRAY_SECRETS"], locations.worker_settings()["BEAMRAY_STORE"]) == \
+        ("kv", "raykv")
+    monkeypatch.setenv("BEAMRAY_SECRETS", f"file:{tmp_path / 'secrets.json'}")
+    monkeypatch.setenv("BEAMRAY_STORE", f"sqlite:{tmp_path / 'store.db'}")
+    settings = locations.worker_settings()
+    assert settings["BEAMRAY_SECRETS"] == f"file:{tmp_path / 'secrets.json'}"
+    assert settings["BEAMRAY_STORE"] == f"sqlite:{tmp_path / 'store.db'}"
+
+
 def test_a_worker_without_the_variable_gets_a_clear_error(monkeypatch):
     monkeypatch.delenv("BEAMRAY_REDIS_URL", raising=False)
     with pytest.raises(ValueError, match="BEAMRAY_REDIS_URL is not set on this node"):

@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 
 import pytest
 
 from beamray.store import RedisStore
-from tests.conftest import free_port
+from tests.conftest import redis_server
 
 
 @pytest.fixture()
 def redis_url(tmp_path):
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(tmp_path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    import redis
-
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                raise
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.kill()
-    process.wait()
+    with redis_server(tmp_path) as url:
+        yield url
 
 
 def _scan_calls(url: str) -> int:

@@ -24,7 +24,7 @@ def sleep_marked(seconds: float, marker: str) -> dict:
     return {"slept": seconds}
 
 
-@task_queue(name="slow", cpu=0.1, timeout=2, retries=0, max_pending_tasks=3,
+@task_queue(name="slow", cpu=0.1, timeout=5, retries=0, max_pending_tasks=3,
             autoscaler=QueueDepthAutoscaler(max_containers=1))
 def slow(seconds: float = 30.0, marker: str = ""):
     return sleep_marked(seconds, marker)

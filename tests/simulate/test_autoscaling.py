@@ -64,10 +64,10 @@ def test_remote_deploy_through_the_dashboard_runs_on_a_worker_node(user):
     try:
         deployed = user.beamray("deploy", "app.py:where", cwd=user.project("remote_endpoint"), env=remote,
                                 timeout=300)
-        # The versioned URL (Serve's own route). The alias /endpoint/where answered 404 here: a job on an
-        # embedded head writes its record to the Ray KV store while the gateway reads the head's SQLite.
+        # The alias URL goes through the head's gateway, which reads the same registry and token as the job:
+        # a job on the embedded head passes the head's own locators on (locations.worker_settings).
         with user.http() as http:
-            response = wait_for(lambda: (r := http.post("/endpoint/where/v1", json={})).status_code != 404 and r,
+            response = wait_for(lambda: (r := http.post("/endpoint/where", json={})).status_code != 404 and r,
                                 timeout=30, what=f"the deployed endpoint's URL\n{deployed.stdout}")
         assert response.status_code == 200 and response.json() == {"group": "cpu"}
     finally:

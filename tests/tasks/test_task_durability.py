@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import clean_environment, free_port
+from tests.conftest import clean_environment, free_port, redis_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,24 +22,9 @@ def beamray(env, *args):
 
 
 @pytest.fixture
-def redis_url():
-    if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed (.ci/run installs it)")
-    port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no"], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    import redis
-
-    while time.monotonic() < deadline:
-        try:
-            redis.Redis(port=port).ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    server.terminate()
-    server.wait()
+def redis_url(tmp_path):
+    with redis_server(tmp_path) as url:
+        yield url
 
 
 def private_env(tmp_path, redis: str | None):
