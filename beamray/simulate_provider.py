@@ -9,30 +9,14 @@ provider hands it over the way Ray's autoscaler sets a real node's resources: th
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-from typing import Any, Iterator
+from typing import Any
 
 from beamray import ray_private
+from beamray.runtime.worker import environment
 
 FakeMultiNodeProvider, FAKE_HEAD_NODE_ID = ray_private.fake_multinode_provider()
 
-
-
-@contextlib.contextmanager
-def _node_environment(settings: dict[str, str]) -> Iterator[None]:
-    """``settings`` in this process's environment while a node starts (Ray reads them from there)."""
-    before = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 class SimulatedNodeProvider(FakeMultiNodeProvider):  # type: ignore[misc, valid-type]
@@ -46,5 +30,5 @@ class SimulatedNodeProvider(FakeMultiNodeProvider):  # type: ignore[misc, valid-
         memory = {"memory": resources["memory"]} if "memory" in resources else {}
         settings = {ray_private.resources_override_variable(): json.dumps(memory),
                     ray_private.NODE_TYPE_NAME_VARIABLE: tags[ray_private.NODE_TYPE_TAG]}
-        with self.lock, _node_environment(settings):
+        with self.lock, environment(settings):
             super()._create_node_with_resources_and_labels(node_config, tags, count, rest, labels)

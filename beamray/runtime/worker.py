@@ -57,6 +57,21 @@ def _expand(value: str, secret_values: dict[str, str]) -> str:
 
 
 @contextlib.contextmanager
+def environment(updates: dict[str, str]) -> Iterator[None]:
+    """``updates`` in this process's environment for a while, then the variables as they were."""
+    saved = {key: os.environ.get(key) for key in updates}
+    os.environ.update(updates)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
 def task_environment(
     env: tuple[tuple[str, str], ...], secret_names: tuple[str, ...], identity: dict[str, str],
     volumes: tuple[Any, ...] = (),
@@ -68,9 +83,7 @@ def task_environment(
     updates = dict(identity)
     updates.update(secret_values)
     updates.update({key: _expand(value, secret_values) if "${{" in value else value for key, value in env})
-    saved = {key: os.environ.get(key) for key in updates}
-    os.environ.update(updates)
-    try:
+    with environment(updates):
         if volumes:
             from beamray.runtime import mounts
 
@@ -78,12 +91,6 @@ def task_environment(
                 yield
         else:
             yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @contextlib.contextmanager
