@@ -9,6 +9,7 @@ restart without importing any user code in the restoring process.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import uuid
@@ -26,13 +27,14 @@ from beamray.runtime.image import image_runtime_env
 from beamray.serve_bridge import apps
 from beamray.runtime import pod as pods
 from beamray.serve_bridge import pod_app
-from beamray.specs import QUEUED_KINDS, EndpointSpec, Kind, PodSpec, TaskQueueSpec, without_user_code
+from beamray.specs import QUEUED_KINDS, WEB_KINDS, EndpointSpec, Kind, PodSpec, TaskQueueSpec, without_user_code
 from beamray.tasks import client
 from beamray.tasks.config import QueueConfig
 
 Spec = EndpointSpec | TaskQueueSpec | PodSpec
 POD_START_TIMEOUT_S = 300.0
 _pods_served: list[bool] = []
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,6 +67,8 @@ def deploy(spec: Spec, code_root: str | os.PathLike[str] | None = None) -> Deplo
     if spec.kind == Kind.POD:
         _start_first_pod(record)
     registry.save(record, spec_blob, cloudpickle.dumps(without_user_code(spec)))
+    if application is not None:
+        _route_alias(registry, record, application)
     if spec.kind == "schedule":  # Beam: a new version of a schedule disables the previous one
         for older in registry.records():
             if older.name == spec.name and older.kind == "schedule" and older.version < record.version:
@@ -92,6 +96,9 @@ def stop(identifier: str) -> list[DeploymentRecord]:
             record = replace(record, status="stopped")
             registry.save(record)
         stopped.append(record)
+    for record in {(r.kind, r.name): r for r in stopped if r.kind in WEB_KINDS}.values():
+        if (latest := _latest_running(registry, record)) is not None:
+            _route_alias(registry, latest)  # the alias moves to the version that is latest now
     return stopped
 
 
@@ -123,14 +130,14 @@ def restore(timeout: float = 300.0) -> tuple[list[DeploymentRecord], list[Restor
         if record.status not in ("running", "failed") or record.app_name in present:
             continue
         try:
-            application = _launch(_launch_spec(registry, record), record, registry.spec_blob(record) or b"")
+            application = _relaunch(registry, record)
         except Exception as exc:  # any failure is this record's own: report it, go on with the rest
             failures.append(RestoreFailure(record, _one_line(str(exc) or type(exc).__name__)))
             continue
         if application is None:
             restored.append(record)
         else:
-            starting[record.app_name] = (record, application)
+            starting[record.app_name] = (record, application, record.route_prefix)
     if starting:
         for name, error in apps.run_together(starting, timeout).items():
             if error is None:
@@ -142,7 +149,45 @@ def restore(timeout: float = 300.0) -> tuple[list[DeploymentRecord], list[Restor
             registry.save(replace(record, status="running", error=""))
     for failure in failures:
         registry.save(replace(failure.record, status="failed", error=failure.why))
+    for record in {(r.kind, r.name): r for r in restored if r.kind in WEB_KINDS}.values():
+        if (latest := _latest_running(registry, record)) is not None:
+            _route_alias(registry, latest)
     return sorted(restored, key=lambda r: r.app_name), sorted(failures, key=lambda f: f.record.app_name)
+
+
+def _latest_running(registry: Registry, record: DeploymentRecord) -> DeploymentRecord | None:
+    """The running version of ``record``'s name (and kind) with the highest number."""
+    running = [r for r in registry.records()
+               if r.kind == record.kind and r.name == record.name and r.status == "running"]
+    return max(running, key=lambda r: r.version, default=None)
+
+
+def _route_alias(registry: Registry, latest: DeploymentRecord, application: Any = None) -> None:
+    """Route ``latest`` at its name's alias URL, moving the version that holds it back to its own prefix.
+
+    Best effort: when it cannot (an older version's code archive is gone), alias requests keep reaching
+    the gateway, which forwards them to the latest version (one hop more), and the deploy stands.
+    """
+    if latest.name in apps.UNROUTED_NAMES:
+        return
+    try:
+        holder = apps.alias_holder(latest)
+        if holder == latest.app_name:
+            return
+        previous = None
+        if holder is not None:
+            older = next(r for r in registry.records() if r.app_name == holder)
+            previous = (older, _relaunch(registry, older))
+        apps.promote((latest, application or _relaunch(registry, latest)), previous)
+    except Exception:
+        _log.warning("%s %s v%s stays reachable at its alias URL through the gateway", latest.kind, latest.name,
+                     latest.version, exc_info=True)
+
+
+def _relaunch(registry: Registry, record: DeploymentRecord) -> Any:
+    """``_launch`` of a stored version from its launch spec: a web version's Serve application, built
+    again as it was deployed; None for the other kinds (registered again)."""
+    return _launch(_launch_spec(registry, record), record, registry.spec_blob(record) or b"")
 
 
 def _matching(identifier: str) -> list[DeploymentRecord]:

@@ -140,6 +140,24 @@ def serve_controller_running() -> bool:
     return True
 
 
+def fixed_version(deployment: Any, version: str) -> Any:
+    """A Serve deployment with a code version of our choosing (Serve's own option, kept internal since 2.7).
+
+    Serve gives an imperatively run deployment a random version on every ``serve.run``, so running it again
+    (with a new route prefix) would replace its replicas; with a fixed version only the route changes.
+    """
+    return deployment.options(version=version, _internal=True)
+
+
+def serve_route_prefixes() -> dict[str, str | None]:
+    """Each Serve application's route prefix (``serve.status()`` reads the same details but leaves it out)."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeInstanceDetails
+
+    details = ServeInstanceDetails(**_get_global_client().get_serve_details())
+    return {name: app.route_prefix for name, app in details.applications.items()}
+
+
 def kuberay_autoscaling_config(raycluster: dict[str, Any]) -> dict[str, Any]:
     """The autoscaling config KubeRay's autoscaler sidecar derives from a RayCluster (node types from its
     groups: CPU, GPU, memory, ``rayStartParams.resources``, min/max replicas, idle timeouts).

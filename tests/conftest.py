@@ -96,6 +96,7 @@ def beamray_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         BEAMRAY_LOCAL_CPUS="4",
         BEAMRAY_LOCAL_GPUS="2",
         BEAMRAY_LOCAL_RESOURCES=json.dumps({"accelerator_type:A10G": 1, "accelerator_type:H100": 1}),
+        BEAMRAY_BODY_TIMEOUT_S="5",  # the gateway's 408 test waits for it (30 s by default)
         RAY_USAGE_STATS_ENABLED="0",
         RAY_DEDUP_LOGS="0",
     )

@@ -20,7 +20,7 @@ from typing import Any
 
 import ray
 
-from beamray.sandbox import isolation
+from beamray.sandbox import isolation, workspaces
 from beamray.sandbox.errors import SandboxConnectionError, SandboxProcessError
 from beamray.sandbox.fs import Files
 from beamray.sandbox.processes import Agent
@@ -57,7 +57,8 @@ class SandboxContainer:
         isolation.probe()  # checked now, so that ``start`` does not pay for it
 
     def _prepare_folders(self) -> str:
-        os.makedirs(self.folder, mode=0o711, exist_ok=True)
+        workspaces.sweep(sandbox_root(), "sandbox-")
+        self._owner_lock = workspaces.claim(self.folder)  # held while this process lives
         for path in (self.workspace, self.out_dir):
             os.makedirs(path, exist_ok=True)
             os.chmod(path, 0o755)

@@ -1,14 +1,18 @@
 """Web deployments as Ray Serve applications: Serve and the gateway started, apps built, run and removed.
 
 A web deployment's version is its own Serve application ``<name>-v<N>`` at ``/{kind}/{name}/v<N>``,
-whose ingress is ``BeamrayReplica``. What gets deployed and when is ``beamray.deploy``'s business.
+whose ingress is ``BeamrayReplica``; the latest running version of a name is routed at Beam's alias
+prefix ``/{kind}/{name}`` instead (``promote``), so alias URLs reach its replicas in one hop as versioned
+ones do. What gets deployed and when is ``beamray.deploy``'s business.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+import urllib.request
 from typing import Any
 
 from ray import serve
@@ -22,6 +26,10 @@ from beamray.serve_bridge.replica import BeamrayReplica
 from beamray.specs import EndpointSpec
 
 GATEWAY_APP = "beamray-gateway"
+# A name whose alias prefix would take Beam's own ``/{kind}/id/…`` and ``/{kind}/public/…`` URLs: its alias
+# stays with the gateway.
+UNROUTED_NAMES = frozenset({"id", "public"})
+ROUTE_WAIT_S = 3.0  # how long ``promote`` waits for the ingress to route the alias (best effort)
 
 
 def _http_host() -> str:
@@ -51,11 +59,17 @@ def running_apps() -> set[str]:
     return set(serve.status().applications)
 
 
+def alias_prefix(record: DeploymentRecord) -> str:
+    """Beam's alias URL of a name (``/endpoint/NAME``): where its latest running version is routed."""
+    return f"/{record.kind}/{record.name}"
+
+
 def web_application(spec: EndpointSpec, record: DeploymentRecord, spec_blob: bytes,
                     actor_options: dict[str, Any]) -> Any:
-    """The Serve application of one version: ``BeamrayReplica`` with the spec's serving options."""
-    options = deployment_options(spec.serving, actor_options)
-    return BeamrayReplica.options(name=spec.name, **options).bind(spec_blob, vars(record))
+    """The Serve application of one version: ``BeamrayReplica`` with the spec's serving options and a fixed
+    version (the record's id), so that ``promote`` moves its route and keeps its replicas."""
+    replica = BeamrayReplica.options(name=spec.name, **deployment_options(spec.serving, actor_options))
+    return ray_private.fixed_version(replica, record.deployment_id).bind(spec_blob, vars(record))
 
 
 def run(application: Any, record: DeploymentRecord) -> None:
@@ -66,11 +80,45 @@ def run(application: Any, record: DeploymentRecord) -> None:
         raise start_failure(record, str(exc)) from exc
 
 
-def run_together(starting: dict[str, tuple[DeploymentRecord, Any]], timeout: float) -> dict[str, str | None]:
-    """Start several apps at once (``serve.run_many``) and wait for all: app name → None once it serves,
-    else why it did not (a failed app is deleted)."""
-    serve.run_many([serve.RunTarget(application, name=name, route_prefix=record.route_prefix)
-                    for name, (record, application) in starting.items()], wait_for_applications_running=False)
+def alias_holder(record: DeploymentRecord) -> str | None:
+    """The app routed at ``record``'s alias prefix now, if any."""
+    alias = alias_prefix(record)
+    return next((name for name, prefix in ray_private.serve_route_prefixes().items() if prefix == alias), None)
+
+
+def promote(latest: tuple[DeploymentRecord, Any], previous: tuple[DeploymentRecord, Any] | None = None) -> None:
+    """Route the running ``latest`` version at its name's alias prefix, after moving ``previous`` (the one
+    that held it) back to its own. Neither waits: the replicas stay, only routes change. Meanwhile alias
+    requests reach the gateway, which forwards them to the latest version the registry knows."""
+    moves = [(previous, previous[0].route_prefix)] if previous is not None else []
+    moves.append((latest, alias_prefix(latest[0])))
+    for (record, application), prefix in moves:  # one at a time: Serve refuses a prefix another app holds
+        serve.run_many([serve.RunTarget(application, name=record.app_name, route_prefix=prefix)],
+                       wait_for_applications_running=False)
+    _wait_routed(alias_prefix(latest[0]), latest[0].app_name)
+
+
+def _wait_routed(prefix: str, app_name: str) -> None:
+    """Wait until the ingress's route table (``/-/routes``, served by Serve's proxy and by HAProxy alike)
+    sends ``prefix`` to ``app_name``, so that a WebSocket opened on the alias right after a deploy reaches
+    the new version (the gateway relays no WebSockets). Gives up quietly after ``ROUTE_WAIT_S``."""
+    url = cluster.gateway_url().rstrip("/") + "/-/routes"
+    deadline = time.monotonic() + ROUTE_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if json.load(response).get(prefix) == app_name:
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+
+
+def run_together(starting: dict[str, tuple[DeploymentRecord, Any, str]], timeout: float) -> dict[str, str | None]:
+    """Start several apps at once (``serve.run_many``), each at its route prefix, and wait for all: app
+    name → None once it serves, else why it did not (a failed app is deleted)."""
+    serve.run_many([serve.RunTarget(application, name=name, route_prefix=prefix)
+                    for name, (record, application, prefix) in starting.items()], wait_for_applications_running=False)
     outcomes = _wait_started(list(starting), timeout)
     for name, error in outcomes.items():
         if error is not None:

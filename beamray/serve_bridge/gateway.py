@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections import Counter
 from typing import Any
 
@@ -34,7 +35,7 @@ from beamray.serve_bridge.asgi import (MAX_BODY_BYTES, Disconnected, PayloadErro
 from beamray.serve_bridge.gateway_routes import Routes
 from beamray.specs import QUEUED_KINDS
 
-BODY_TIMEOUT_S = 30.0
+BODY_TIMEOUT_S = float(os.environ.get("BEAMRAY_BODY_TIMEOUT_S", "30"))  # read where the gateway runs
 MAX_IN_FLIGHT_PER_CLIENT = 64
 OUTPUT_CLEANUP_INTERVAL_S = 300.0
 POLL_MIN_S, POLL_MAX_S = 0.1, 0.5  # a subscription polls the task service, backing off to POLL_MAX_S
@@ -117,7 +118,7 @@ class GatewayApp:
             await send({"type": "lifespan.shutdown.complete"})
             return
         if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 4404, "reason": "connect to /realtime/NAME/vN"})
+            await send({"type": "websocket.close", "code": 4404, "reason": "connect to /realtime/NAME, /realtime/NAME/latest or /realtime/NAME/vN"})
             return
         peer = (scope.get("client") or ("",))[0] or ""
         if self._in_flight[peer] >= MAX_IN_FLIGHT_PER_CLIENT:

@@ -18,6 +18,7 @@ from beamray.context import FunctionContext
 from beamray.runtime import mounts
 from beamray.runtime.container import function_context, load_user_code, run_hook
 from beamray.serve_bridge import http_app
+from beamray.serve_bridge.web_app import version_mount
 from beamray.serve_bridge.options import concurrency
 from beamray.specs import EndpointSpec
 
@@ -77,9 +78,10 @@ class BeamrayReplica:
             accepts_context = bool(inspect.signature(spec.func).parameters)
             handler = spec.func(make_context(None)) if accepts_context else spec.func()
         authorize = bearer_check(secrets.gateway_token()) if spec.serving.authorized else None
-        self._app = http_app.build_app(spec.kind, handler, make_context=make_context, authorize=authorize,
-                                       concurrency=concurrency(spec.serving), timeout=spec.timeout,
-                                       callback_url=spec.callback_url)
+        app = http_app.build_app(spec.kind, handler, make_context=make_context, authorize=authorize,
+                                 concurrency=concurrency(spec.serving), timeout=spec.timeout,
+                                 callback_url=spec.callback_url)
+        self._app = version_mount(app, record["version"])
 
     def __serve_build_asgi_app__(self) -> Any:
         return self._app

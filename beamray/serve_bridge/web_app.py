@@ -111,3 +111,30 @@ class WebApp:
     async def _socket(self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes],
                       rel: str) -> None:
         await ws_reject(scope, receive, send, 404, NOT_FOUND)
+
+
+def version_mount(app: Any, version: int) -> Any:
+    """``app`` (version ``version``) mountable at Beam's alias prefix ``/{kind}/{name}`` as well as its own.
+
+    The latest version of a name is routed at the alias prefix (``apps.promote``), so the ingress also
+    hands it ``…/v{version}/…`` and ``…/latest/…``: that segment becomes part of ``root_path`` and the app
+    sees the paths it sees at its own prefix. ``…/v{other}/…`` names a version that does not run (a running
+    one has its own, longer prefix): 404, as the gateway answers for it.
+    """
+    own = (f"/v{version}", "/latest")
+
+    async def mounted(scope: Scope, receive: Receive, send: Send) -> None:
+        root = scope.get("root_path", "")
+        if scope["type"] in ("http", "websocket") and not root.endswith(own[0]):
+            segment = "/" + relative_path(scope).split("/", 2)[1]
+            if segment in own:
+                scope = {**scope, "root_path": root + segment}
+            elif segment[1:2] == "v" and segment[2:].isdigit():
+                if scope["type"] == "http":
+                    await send_json(send, 404, NOT_FOUND)
+                else:
+                    await ws_reject(scope, receive, send, 404, NOT_FOUND)
+                return
+        await app(scope, receive, send)
+
+    return mounted

@@ -32,6 +32,8 @@ class Worker:
     idle_since: float = field(default_factory=time.monotonic)
     tasks: collections.deque = field(default_factory=collections.deque)  # its owner's launches, the first running
     stopped: bool = False
+    ready: bool = False  # its ``__init__`` (code load, ``on_start``) has returned
+    started_ref: Any = None  # ``__ray_ready__``, asked for once, on the worker's first launch
 
 
 class ContainerPool:

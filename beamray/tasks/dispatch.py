@@ -31,6 +31,10 @@ from beamray.tasks.records import TaskRecord
 
 _log = logging.getLogger(__name__)
 DEFAULT_TTL_S = 7200.0
+# A task's timeout counts from when it starts running, as Beam's does, not from when its container was asked
+# for; a container that never comes up (a node that never joins, an on_start that hangs) still ends its
+# task after the timeout plus this allowance.
+CONTAINER_START_ALLOWANCE_S = 900.0
 
 
 @dataclass(eq=False)  # identity: two launches are never the same one
@@ -98,8 +102,7 @@ class Dispatch:
                 self._dispatch_once(queue, ticks)
             except Exception:  # a bug here must not stop the queue for good: log it, go on next round
                 _log.exception("task queue %s: dispatch failed", queue.config.queue)
-            longest = min(1.0, next(iter(queue.running.values())).deadline - time.monotonic()) \
-                if queue.running else 1.0
+            longest = min([1.0, *(launch.deadline - time.monotonic() for launch in queue.running.values())])
             try:
                 await asyncio.wait_for(queue.wake.wait(), timeout=ticks.wait(longest) if ticks else longest)
             except asyncio.TimeoutError:
@@ -119,12 +122,11 @@ class Dispatch:
         queue.pool.rescale()
 
     def _time_out(self, queue: Queue) -> None:
-        """Stop tasks running past ``timeout`` (the oldest launch comes first: one timeout per queue)."""
+        """Stop tasks running past their deadline."""
         now = time.monotonic()
-        while queue.running:
-            task_id, launch = next(iter(queue.running.items()))
+        for task_id, launch in list(queue.running.items()):
             if launch.deadline > now:
-                break
+                continue
             del queue.running[task_id]
             self._stop_worker(queue, launch.worker)  # stops the running code: the worker process is killed
             self._finish(launch.record, records.TIMEOUT, result=None,
@@ -162,6 +164,8 @@ class Dispatch:
 
     def _launch(self, queue: Queue, record: TaskRecord, worker: Worker) -> None:
         """Hand ``record`` to ``worker``: it starts now if the worker is idle, else right after its task."""
+        if not worker.ready and worker.started_ref is None:
+            self._watch_start(queue, worker)  # asked before the task: the actor answers calls in order
         meta = {"task_id": record.id, "stub_id": record.stub_id, "callback_url": record.callback_url}
         name = f"{queue.config.handler} task={record.id}"  # the Beam task id, findable in the dashboard
         ref = worker.actor.run.options(name=name).remote(record.args, record.kwargs, meta)
@@ -174,14 +178,29 @@ class Dispatch:
         ref.future().add_done_callback(lambda done: loop.call_soon_threadsafe(self._settle, queue, launch, done))
 
     def _mark_started(self, queue: Queue, launch: Launch) -> None:
-        """The task reached the front of its worker: it runs from now on."""
+        """The task reached the front of its worker: it runs from now on (its timeout, once the worker is up)."""
         record = launch.record
         del queue.queued[record.id]
         record.status, record.attempts = records.RUNNING, record.attempts + 1
         record.started_at = record.started_at or time.time()
-        launch.deadline = time.monotonic() + (queue.config.timeout or math.inf)
+        allowance = 0.0 if launch.worker.ready else CONTAINER_START_ALLOWANCE_S
+        launch.deadline = time.monotonic() + (queue.config.timeout or math.inf) + allowance
         queue.running[record.id] = launch
         self._save(record)
+
+    def _watch_start(self, queue: Queue, worker: Worker) -> None:
+        """Learn when a new worker is up, so the task it runs first is timed from then."""
+        worker.started_ref = worker.actor.__ray_ready__.remote()
+        loop = asyncio.get_running_loop()
+        worker.started_ref.future().add_done_callback(
+            lambda _: loop.call_soon_threadsafe(self._worker_started, queue, worker))
+
+    def _worker_started(self, queue: Queue, worker: Worker) -> None:
+        worker.ready = True
+        first = worker.tasks[0] if worker.tasks else None  # its task, unless that was cancelled meanwhile
+        if first is not None and queue.running.get(first.record.id) is first:
+            first.deadline = time.monotonic() + (queue.config.timeout or math.inf)
+            queue.wake.set()
 
     def _settle(self, queue: Queue, launch: Launch, done: concurrent.futures.Future) -> None:
         """Record a launch's outcome, unless a cancel or timeout already did (and stopped its worker)."""

@@ -30,6 +30,17 @@ def slow(seconds: float = 30.0, marker: str = ""):
     return sleep_marked(seconds, marker)
 
 
+def slow_loader():
+    time.sleep(4)
+    return "loaded"
+
+
+@task_queue(name="slow-start", cpu=0.1, timeout=2, retries=0, on_start=slow_loader)
+def slow_start(context=None):
+    time.sleep(0.5)
+    return {"on_start": context.on_start_value}
+
+
 @task_queue(name="flaky", cpu=0.1, retries=3, retry_for=[Transient])
 def flaky(counter: str, fail_times: int):
     path = Path(counter)
@@ -113,11 +124,12 @@ def sized(size: int):
 @task_queue(name="ledger", cpu=0.1, retries=3, timeout=120, max_pending_tasks=100,
             autoscaler=QueueDepthAutoscaler(max_containers=3, tasks_per_container=1))
 def ledger(n: int, seconds: float, folder: str, context=None):
-    """Leave this run's pid while it runs and one line per finished run: tests count real runs."""
+    """Leave this run's pid while it runs and one line per finished run (``n`` and when it ended): tests
+    count real runs."""
     staged = Path(folder, f"{context.task_id}.pid.tmp")  # renamed whole: a reader never sees it empty
     staged.write_text(str(os.getpid()))
     staged.rename(staged.with_suffix(""))
     time.sleep(seconds)
     with open(Path(folder, f"{context.task_id}.done"), "a") as runs:
-        runs.write(f"{n}\n")
+        runs.write(f"{n} {time.time():.3f}\n")
     return {"n": n}

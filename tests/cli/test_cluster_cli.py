@@ -95,12 +95,15 @@ def listeners_on(port: int) -> list[str]:
     return [line.split()[3] for line in output.splitlines() if line.split()[3].endswith(f":{port}")]
 
 
-def test_haproxy_ingress_serves_endpoints_with_auth_on_loopback(private_env):
-    haproxy_env = dict(private_env, BEAMRAY_SERVE_INGRESS="haproxy")
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+def test_each_ingress_serves_endpoints_with_auth_on_loopback(private_env, ingress):
+    """Serve's Python proxy is the default; HAProxy is ``BEAMRAY_SERVE_INGRESS=haproxy``."""
+    haproxy_env = dict(private_env, BEAMRAY_SERVE_INGRESS=ingress) if ingress == "haproxy" else dict(private_env)
     assert beamray(haproxy_env, "cluster", "up").returncode == 0
     status = json.loads(beamray(haproxy_env, "cluster", "status", "--json").stdout)
-    assert status["ingress"] == "haproxy"
-    files = Path(json.loads((Path(haproxy_env["BEAMRAY_HOME"]) / "cluster.json").read_text())["haproxy_files"])
+    assert status["ingress"] == ingress
+    state = json.loads((Path(haproxy_env["BEAMRAY_HOME"]) / "cluster.json").read_text())
+    files = Path(state["haproxy_files"]) if ingress == "haproxy" else None
 
     deployed = beamray(haproxy_env, "deploy", "tests/apps/web_app.py:multiply", "--json")
     assert deployed.returncode == 0, deployed.stderr
@@ -115,11 +118,12 @@ def test_haproxy_ingress_serves_endpoints_with_auth_on_loopback(private_env):
         assert client.post(alias, json={"x": 2}, headers={"Authorization": f"Bearer {token}"}).json() == {"result": 4}
 
     port = int(haproxy_env["BEAMRAY_HTTP_PORT"])
-    assert listeners_on(port) == [f"127.0.0.1:{port}"]  # HAProxy took the gateway port, on loopback only
-    assert any(path.name == "haproxy.cfg" for path in files.rglob("haproxy.cfg"))
+    assert listeners_on(port) == [f"127.0.0.1:{port}"]  # the ingress took the gateway port, on loopback only
+    if files is not None:
+        assert any(path.name == "haproxy.cfg" for path in files.rglob("haproxy.cfg"))
 
     assert beamray(haproxy_env, "cluster", "down").returncode == 0
-    assert not files.exists()
+    assert files is None or not files.exists()
     assert listeners_on(port) == []
 
 

@@ -11,11 +11,13 @@ import base64
 import io
 import json
 import re
+from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
+from tests.conformance.conftest import wait_for
 from tests.conformance.support import (
     CallbackReceiver, check_callback, deployed, ensure_emulated_gpus, gateway, remove, token,
 )
@@ -162,3 +164,41 @@ def test_fastapi_app_serves_its_routes_under_the_asgi_url(user):
         assert (response.status_code, response.json()) == (200, {"item_id": 7, "q": "beam"})
         assert http.get(f"{deployment['url']}/items/not-a-number").status_code == 422  # FastAPI's validation
         assert httpx.post(f"{deployment['url']}/hello", json={}, timeout=60).status_code == 401
+
+
+def _streamed(http, url: str, marker: Path) -> list[str]:
+    """The stream's lines; the marker is written only once the first line has arrived (a buffered hop
+    would hold it back, and the app would then say so)."""
+    lines = []
+    with http.stream("GET", url, params={"marker": str(marker)}) as response:
+        assert response.status_code == 200, url
+        for line in response.iter_lines():
+            lines.append(line)
+            marker.touch()
+    marker.unlink()
+    return lines
+
+
+def test_alias_urls_reach_the_latest_version_and_stream_as_versioned_ones_do(user, tmp_path):
+    project = user.project("versioned_stream")
+    http = gateway(user)
+    marker = tmp_path / "first-chunk-read"
+    with deployed(user, project, "app.py:web_server") as first:
+        (project / "version.txt").write_text("2\n")
+        with deployed(user, project, "app.py:web_server") as second:
+            old, new = first["version"], second["version"]
+            expected = {"/asgi/versions": "2", "/asgi/versions/latest": "2", f"/asgi/versions/v{new}": "2",
+                        f"/asgi/versions/v{old}": "1"}
+            for prefix, version in expected.items():
+                response = http.get(f"{prefix}/version")
+                assert (response.status_code, response.json()) == (200, {"version": version}), prefix
+            assert http.get(f"/asgi/versions/v{new + 5}/version").status_code == 404
+            response = http.get(f"/asgi/id/{second['stub_id']}/version")  # through the gateway
+            assert (response.status_code, response.json()) == (200, {"version": "2"})
+            for prefix in ("/asgi/versions", f"/asgi/versions/v{old}"):
+                assert _streamed(http, f"{prefix}/stream", marker) == ["first", "second"], prefix
+            user.beamray("deployment", "stop", second["deployment_id"])
+            response = wait_for(lambda: (r := http.get("/asgi/versions/version")).json() == {"version": "1"} and r,
+                                what="the alias to reach v1 once v2 stopped")
+            assert response.status_code == 200
+            assert _streamed(http, "/asgi/versions/stream", marker) == ["first", "second"]

@@ -985,3 +985,40 @@ def test_endpoint_rejects_websocket_connections(serve):
             pass
     assert refused.value.response.status_code == 404
 
+
+
+# --------------------------------------------------------------------------------------------------
+# version_mount: the latest version answers at the alias prefix too
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_version_at_the_alias_prefix_answers_its_own_version_and_latest_and_404s_another(serve):
+    from beamray.serve_bridge.web_app import version_mount
+
+    api = FastAPI()
+
+    @api.get("/where")
+    async def where(request: Request):
+        return {"root": request.scope["root_path"], "path": request.url.path}
+
+    @api.websocket("/ws")
+    async def echo(socket: WebSocket):
+        await socket.accept()
+        await socket.send_text(await socket.receive_text())
+
+    app = version_mount(make("asgi", api), 3)
+    alias = serve(app, "/asgi/api")
+    for segment, root in (("", "/asgi/api"), ("/v3", "/asgi/api/v3"), ("/latest", "/asgi/api/latest")):
+        response = httpx.get(f"{alias}{segment}/where")
+        assert (response.status_code, response.json()["root"]) == (200, root), segment
+        with connect(f"{_ws_url(alias)}{segment}/ws") as socket:
+            socket.send("hi")
+            assert socket.recv(timeout=10) == "hi"
+    response = httpx.get(f"{alias}/v4/where")  # a version that does not run
+    assert (response.status_code, response.json()) == (404, {"error": "not found"})
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"{_ws_url(alias)}/v4/ws")
+    assert refused.value.response.status_code == 404
+    own = serve(app, "/asgi/api/v3")  # at its own prefix: a further /v4 is the app's own path
+    assert httpx.get(f"{own}/where").json()["root"] == "/asgi/api/v3"
+    assert httpx.get(f"{own}/v4/where").status_code == 404  # FastAPI's own 404

@@ -117,6 +117,14 @@ def test_timeout_stops_the_running_code(gateway, tmp_path):
         os.kill(int(marker.read_text()), 0)  # the worker running it is gone
 
 
+def test_timeout_counts_from_the_task_start_not_the_container_start(gateway):
+    deploy(tasks_app.slow_start)  # on_start takes 4 s, timeout is 2 s, the task itself 0.5 s
+    task_id = gateway.post("/taskqueue/slow-start", json={}).json()["task_id"]
+    task = wait_for(task_id, ("TIMEOUT", "COMPLETE", "FAILED"))
+    assert task["status"] == "COMPLETE", task
+    assert task["result"] == {"on_start": "loaded"}
+
+
 def test_cancel_running_and_pending_tasks_and_queue_limit(gateway, tmp_path):
     deploy(tasks_app.blocking)  # max_containers=1, max_pending_tasks=3
     marker = tmp_path / "pid"
