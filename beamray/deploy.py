@@ -179,9 +179,9 @@ def _route_alias(registry: Registry, latest: DeploymentRecord, application: Any 
             older = next(r for r in registry.records() if r.app_name == holder)
             previous = (older, _relaunch(registry, older))
         apps.promote((latest, application or _relaunch(registry, latest)), previous)
-    except Exception:
-        _log.warning("%s %s v%s stays reachable at its alias URL through the gateway", latest.kind, latest.name,
-                     latest.version, exc_info=True)
+    except Exception:  # nothing the user must act on: the alias still answers, one hop longer
+        _log.debug("%s %s v%s stays reachable at its alias URL through the gateway", latest.kind, latest.name,
+                   latest.version, exc_info=True)
 
 
 def _relaunch(registry: Registry, record: DeploymentRecord) -> Any:
