@@ -63,7 +63,7 @@ def deploy(spec: Spec, code_root: str | os.PathLike[str] | None = None) -> Deplo
     spec_blob = cloudpickle.dumps(spec)
     application = _launch(spec, record, spec_blob)
     if application is not None:
-        apps.run(application, record)
+        apps.run(application, record, _first_route(record))
     if spec.kind == Kind.POD:
         _start_first_pod(record)
     registry.save(record, spec_blob, cloudpickle.dumps(without_user_code(spec)))
@@ -182,6 +182,18 @@ def _route_alias(registry: Registry, latest: DeploymentRecord, application: Any 
     except Exception:  # nothing the user must act on: the alias still answers, one hop longer
         _log.debug("%s %s v%s stays reachable at its alias URL through the gateway", latest.kind, latest.name,
                    latest.version, exc_info=True)
+
+
+def _first_route(record: DeploymentRecord) -> str | None:
+    """Where a new web version starts: at its name's alias prefix when no running version holds it (a
+    first deploy: nothing else answers there), else at its own prefix, until it serves and takes the alias."""
+    if record.name in apps.UNROUTED_NAMES:
+        return None
+    try:
+        return apps.alias_prefix(record) if apps.alias_holder(record) is None else None
+    except Exception:  # Serve's details unreadable: start at its own prefix, as before
+        _log.debug("route table unreadable", exc_info=True)
+        return None
 
 
 def _relaunch(registry: Registry, record: DeploymentRecord) -> Any:

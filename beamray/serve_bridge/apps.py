@@ -72,10 +72,11 @@ def web_application(spec: EndpointSpec, record: DeploymentRecord, spec_blob: byt
     return ray_private.fixed_version(replica, record.deployment_id).bind(spec_blob, vars(record))
 
 
-def run(application: Any, record: DeploymentRecord) -> None:
-    """Run one version's app and wait until it serves; a failing start raises ``DeployError`` with its traceback."""
+def run(application: Any, record: DeploymentRecord, route_prefix: str | None = None) -> None:
+    """Run one version's app (at its own prefix unless told otherwise) and wait until it serves; a failing
+    start raises ``DeployError`` with its traceback."""
     try:
-        serve.run(application, name=record.app_name, route_prefix=record.route_prefix)
+        serve.run(application, name=record.app_name, route_prefix=route_prefix or record.route_prefix)
     except RuntimeError as exc:
         raise start_failure(record, str(exc)) from exc
 

@@ -1,5 +1,6 @@
-"""``beamray deploy`` / ``deployment`` through the real CLI on a private embedded cluster, including a
-restore after ``cluster down && cluster up``."""
+"""``beamray deploy`` / ``deployment`` through the real CLI on a private embedded cluster. The restore of
+running versions (and not stopped ones) after ``cluster down && up`` is checked by
+tests/conformance/test_restarts.py."""
 
 from __future__ import annotations
 
@@ -57,25 +58,24 @@ def test_deploy_rejects_bad_targets(private_env):
     assert not_web.returncode == 2 and "not a deployable Beam object" in not_web.stderr
 
 
-def test_deployment_list_stop_and_restore_after_cluster_restart(private_env):
+def test_deployment_list_stop_and_delete(private_env):
     listed = json.loads(beamray(private_env, "deployment", "list", "--json").stdout)
     assert [(d["name"], d["version"], d["status"]) for d in listed] == [
         ("multiply", 1, "running"), ("multiply", 2, "running")]
     stopped = beamray(private_env, "deployment", "stop", "multiply:v1")
     assert stopped.returncode == 0 and "Stopped multiply v1" in stopped.stdout
-
-    assert beamray(private_env, "cluster", "down").returncode == 0
-    up = beamray(private_env, "cluster", "up")
-    assert up.returncode == 0, up.stderr
+    listed = json.loads(beamray(private_env, "deployment", "list", "--json").stdout)
+    assert [(d["name"], d["version"], d["status"]) for d in listed] == [
+        ("multiply", 1, "stopped"), ("multiply", 2, "running")]
 
     token = json.loads(beamray(private_env, "config", "show", "--json").stdout)["token"]
     port = private_env["BEAMRAY_HTTP_PORT"]
     headers = {"Authorization": f"Bearer {token}"}
-    restored = httpx.post(f"http://127.0.0.1:{port}/endpoint/multiply/v2", json={"x": 3}, headers=headers,
-                          timeout=60)
-    assert restored.status_code == 200 and restored.json() == {"result": 6}
+    running = httpx.post(f"http://127.0.0.1:{port}/endpoint/multiply/v2", json={"x": 3}, headers=headers,
+                         timeout=60)
+    assert running.status_code == 200 and running.json() == {"result": 6}
     assert httpx.post(f"http://127.0.0.1:{port}/endpoint/multiply/v1", json={"x": 3}, headers=headers,
-                      timeout=60).status_code == 404  # stopped versions stay stopped
+                      timeout=60).status_code == 404  # a stopped version stops answering
 
     deleted = beamray(private_env, "deployment", "delete", "multiply")
     assert deleted.returncode == 0 and deleted.stdout.count("Deleted multiply") == 2

@@ -134,12 +134,3 @@ def test_bad_pods_are_refused_with_one_clear_message(user):
     ports = user.beamray("deploy", "app.py:pod", "--ports", "8000,99999", cwd=project, check=False)
     assert ports.returncode != 0 and "65535" in ports.stderr and "Traceback" not in ports.stderr, ports.stderr
 
-
-def test_a_deployed_pod_comes_back_after_a_cluster_restart(user):
-    project = user.project("pod_http_server", folder="pod_restart")
-    with deployed(user, project, "app.py:pod", "--name", "restart-pod", "--cpu", "0.5") as deployment:
-        user.beamray("cluster", "down")
-        user.beamray("cluster", "up")
-        listing = _anonymous(user).get(deployment["url"] + "/")  # started on demand by the restored pods app
-        assert listing.status_code == 200 and "app.py" in listing.text, listing.text
-        assert "restart-pod" in user.beamray("deployment", "list").stdout

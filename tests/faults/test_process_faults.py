@@ -64,7 +64,10 @@ def test_a_replica_killed_under_load_costs_at_most_one_percent_of_requests(gatew
         orchestrator.delete(record.name)
 
 
-WRITE_WINDOW_S = 2.0  # a task's outcome is written within this long of its handler returning (journal.py)
+# A task may run twice only if its first run ended around the service's kill: up to WRITE_WINDOW_S before
+# it (its outcome not yet written, journal.py), or up to ORPHAN_WINDOW_S after it (its worker ran on
+# until Ray stopped the dead service's actors).
+WRITE_WINDOW_S, ORPHAN_WINDOW_S = 2.0, 10.0
 
 
 def _service_pid() -> int:
@@ -114,7 +117,7 @@ def test_a_killed_task_worker_and_a_killed_task_service_lose_and_repeat_nothing(
           f"COMPLETE, {len(duplicates)} duplicate runs")
     assert {task["status"] for task in finished.values()} == {"COMPLETE"} and len(finished) == len(task_ids)
     assert set(runs) == set(task_ids), runs
-    # At least once, and twice only in one window (README, Limits): a handler that returned just before the
-    # service was killed, whose outcome was not written yet, runs again. Every other task ran exactly once.
+    # At least once, and twice only around the kill (README, Limits); every other task ran exactly once.
     for task_id, ended in duplicates.items():
-        assert len(ended) == 2 and killed_at - WRITE_WINDOW_S <= ended[0] <= killed_at, (task_id, ended, killed_at)
+        assert len(ended) == 2 and killed_at - WRITE_WINDOW_S <= ended[0] <= killed_at + ORPHAN_WINDOW_S, \
+            (task_id, ended, killed_at)
