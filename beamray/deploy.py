@@ -96,9 +96,7 @@ def stop(identifier: str) -> list[DeploymentRecord]:
             record = replace(record, status="stopped")
             registry.save(record)
         stopped.append(record)
-    for record in {(r.kind, r.name): r for r in stopped if r.kind in WEB_KINDS}.values():
-        if (latest := _latest_running(registry, record)) is not None:
-            _route_alias(registry, latest)  # the alias moves to the version that is latest now
+    _route_aliases(registry, stopped)  # each alias moves to the version that is latest now
     return stopped
 
 
@@ -137,7 +135,7 @@ def restore(timeout: float = 300.0) -> tuple[list[DeploymentRecord], list[Restor
         if application is None:
             restored.append(record)
         else:
-            starting[record.app_name] = (record, application, record.route_prefix)
+            starting[record.app_name] = (record, application)
     if starting:
         for name, error in apps.run_together(starting, timeout).items():
             if error is None:
@@ -149,17 +147,20 @@ def restore(timeout: float = 300.0) -> tuple[list[DeploymentRecord], list[Restor
             registry.save(replace(record, status="running", error=""))
     for failure in failures:
         registry.save(replace(failure.record, status="failed", error=failure.why))
-    for record in {(r.kind, r.name): r for r in restored if r.kind in WEB_KINDS}.values():
-        if (latest := _latest_running(registry, record)) is not None:
-            _route_alias(registry, latest)
+    _route_aliases(registry, restored)
     return sorted(restored, key=lambda r: r.app_name), sorted(failures, key=lambda f: f.record.app_name)
 
 
-def _latest_running(registry: Registry, record: DeploymentRecord) -> DeploymentRecord | None:
-    """The running version of ``record``'s name (and kind) with the highest number."""
-    running = [r for r in registry.records()
-               if r.kind == record.kind and r.name == record.name and r.status == "running"]
-    return max(running, key=lambda r: r.version, default=None)
+def _route_aliases(registry: Registry, changed: list[DeploymentRecord]) -> None:
+    """Route each web name among ``changed`` at the running version that is now its latest."""
+    names = {(r.kind, r.name) for r in changed if r.kind in WEB_KINDS}
+    latest: dict[tuple[str, str], DeploymentRecord] = {}
+    for record in registry.records():
+        key = (record.kind, record.name)
+        if key in names and record.status == "running" and record.version > getattr(latest.get(key), "version", 0):
+            latest[key] = record
+    for record in latest.values():
+        _route_alias(registry, record)
 
 
 def _route_alias(registry: Registry, latest: DeploymentRecord, application: Any = None) -> None:
@@ -168,7 +169,7 @@ def _route_alias(registry: Registry, latest: DeploymentRecord, application: Any 
     Best effort: when it cannot (an older version's code archive is gone), alias requests keep reaching
     the gateway, which forwards them to the latest version (one hop more), and the deploy stands.
     """
-    if latest.name in apps.UNROUTED_NAMES:
+    if apps.alias_prefix(latest) is None:
         return
     try:
         holder = apps.alias_holder(latest)
@@ -187,10 +188,11 @@ def _route_alias(registry: Registry, latest: DeploymentRecord, application: Any 
 def _first_route(record: DeploymentRecord) -> str | None:
     """Where a new web version starts: at its name's alias prefix when no running version holds it (a
     first deploy: nothing else answers there), else at its own prefix, until it serves and takes the alias."""
-    if record.name in apps.UNROUTED_NAMES:
+    alias = apps.alias_prefix(record)
+    if alias is None:
         return None
     try:
-        return apps.alias_prefix(record) if apps.alias_holder(record) is None else None
+        return alias if apps.alias_holder(record) is None else None
     except Exception:  # Serve's details unreadable: start at its own prefix, as before
         _log.debug("route table unreadable", exc_info=True)
         return None

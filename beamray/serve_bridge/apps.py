@@ -26,9 +26,7 @@ from beamray.serve_bridge.replica import BeamrayReplica
 from beamray.specs import EndpointSpec
 
 GATEWAY_APP = "beamray-gateway"
-# A name whose alias prefix would take Beam's own ``/{kind}/id/…`` and ``/{kind}/public/…`` URLs: its alias
-# stays with the gateway.
-UNROUTED_NAMES = frozenset({"id", "public"})
+_UNROUTED_NAMES = frozenset({"id", "public"})
 ROUTE_WAIT_S = 3.0  # how long ``promote`` waits for the ingress to route the alias (best effort)
 
 
@@ -59,9 +57,11 @@ def running_apps() -> set[str]:
     return set(serve.status().applications)
 
 
-def alias_prefix(record: DeploymentRecord) -> str:
-    """Beam's alias URL of a name (``/endpoint/NAME``): where its latest running version is routed."""
-    return f"/{record.kind}/{record.name}"
+def alias_prefix(record: DeploymentRecord) -> str | None:
+    """Beam's alias URL of a name (``/endpoint/NAME``): where its latest running version is routed; None
+    for a name whose prefix would take Beam's ``/{kind}/id/…`` and ``/{kind}/public/…`` URLs (its alias
+    stays with the gateway)."""
+    return None if record.name in _UNROUTED_NAMES else f"/{record.kind}/{record.name}"
 
 
 def web_application(spec: EndpointSpec, record: DeploymentRecord, spec_blob: bytes,
@@ -84,6 +84,8 @@ def run(application: Any, record: DeploymentRecord, route_prefix: str | None = N
 def alias_holder(record: DeploymentRecord) -> str | None:
     """The app routed at ``record``'s alias prefix now, if any."""
     alias = alias_prefix(record)
+    if alias is None:
+        return None
     return next((name for name, prefix in ray_private.serve_route_prefixes().items() if prefix == alias), None)
 
 
@@ -115,11 +117,11 @@ def _wait_routed(prefix: str, app_name: str) -> None:
         time.sleep(0.05)
 
 
-def run_together(starting: dict[str, tuple[DeploymentRecord, Any, str]], timeout: float) -> dict[str, str | None]:
-    """Start several apps at once (``serve.run_many``), each at its route prefix, and wait for all: app
-    name → None once it serves, else why it did not (a failed app is deleted)."""
-    serve.run_many([serve.RunTarget(application, name=name, route_prefix=prefix)
-                    for name, (record, application, prefix) in starting.items()], wait_for_applications_running=False)
+def run_together(starting: dict[str, tuple[DeploymentRecord, Any]], timeout: float) -> dict[str, str | None]:
+    """Start several apps at once (``serve.run_many``) and wait for all: app name → None once it serves,
+    else why it did not (a failed app is deleted)."""
+    serve.run_many([serve.RunTarget(application, name=name, route_prefix=record.route_prefix)
+                    for name, (record, application) in starting.items()], wait_for_applications_running=False)
     outcomes = _wait_started(list(starting), timeout)
     for name, error in outcomes.items():
         if error is not None:
