@@ -294,6 +294,9 @@ def start_embedded(
         haproxy = _haproxy_environment(ports) if ingress == "haproxy" else {}
         env.update(haproxy)
         if autoscaler is not None:
+            # Serve keeps its proxy on a node whose last replica went for 30 s, and Ray's autoscaler does
+            # not remove a node before: scaled like the idle timeouts (simulate.IDLE_TIME_SCALE), 30 s → 1 s.
+            env.setdefault("RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S", "1")
             command.append(f"--autoscaling-config={_autoscaler_config_file(autoscaler, ports['gcs'], env)}")
         log_path = config.home() / "head.log"
         with open_private(log_path) as log:

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from tests.conformance.conftest import BEAMRAY
-from tests.conformance.support import program_lines
+from tests.conformance.support import TERMINAL, program_lines
 from tests.simulate.conftest import wait_for
 
 A10G = "accelerator_type:A10G"
@@ -86,6 +86,54 @@ def _raylet_of(node_id: str) -> int | None:
     return None
 
 
+def _runs(user, volume: str) -> list[tuple[int, str]]:
+    """``(input, node id)`` of every run the queue_node_loss handler recorded in its Volume."""
+    listed = user.beamray("ls", volume, "--json", check=False)
+    if listed.returncode != 0:  # the Volume appears with the first run
+        return []
+    return [(int(i), node) for i, node, _ in (entry["name"].split(".") for entry in json.loads(listed.stdout))]
+
+
+def test_a_node_lost_under_a_task_queue_still_completes_every_task(user):
+    """At least once: the tasks a killed worker held are retried elsewhere (their ``retries``); a second run
+    of a task only ever follows a run on the killed node."""
+    user.beamray("deploy", "app.py:handler", cwd=user.project("queue_node_loss"))
+    try:
+        with user.http() as http:
+            first = wait_for(lambda: (r := http.post("/taskqueue/node-loss-queue", json={"i": 0})).status_code != 404
+                             and r, timeout=30, what="the gateway to route the queue")
+            assert first.status_code == 200, first.text
+            task_ids = [first.json()["task_id"]]
+            for i in range(1, 50):
+                response = http.post("/taskqueue/node-loss-queue", json={"i": i})
+                assert response.status_code == 200, response.text
+                task_ids.append(response.json()["task_id"])
+            ran = wait_for(lambda: _runs(user, "queue-runs"), timeout=120, what="a task to start on a cpu node")
+            killed = ran[0][1]
+            assert killed in {node["node_id"] for node in user.nodes_of("cpu")}
+            pid = wait_for(lambda: _raylet_of(killed), timeout=10, what="the node's raylet")
+            os.kill(pid, signal.SIGKILL)
+
+            def ended(task_id: str):
+                found = http.get(f"/v2/task/{task_id}/").json()
+                return found if found["status"] in TERMINAL else None
+
+            done = [wait_for(lambda: ended(task_id), timeout=240, what=f"task {task_id} to end")
+                    for task_id in task_ids]
+    finally:
+        user.beamray("deployment", "delete", "node-loss-queue", check=False)
+    assert [task["status"] for task in done] == ["COMPLETE"] * 50, [t for t in done if t["status"] != "COMPLETE"]
+    assert [task["result"]["i"] for task in done] == list(range(50))
+    runs = _runs(user, "queue-runs")
+    assert any(node == killed for _, node in runs)
+    assert any(task["attempts"] > 1 for task in done)  # what the killed worker held ran again elsewhere
+    for i, task in enumerate(done):
+        nodes = [node for j, node in runs if j == i]
+        assert task["result"]["node_id"] in nodes, (i, nodes)
+        nodes.remove(task["result"]["node_id"])
+        assert set(nodes) <= {killed}, (i, task, nodes)  # a second run only for a run the kill cut short
+    wait_for(lambda: user.nodes_of("cpu") == [], timeout=90, what="the queue's cpu nodes to be removed")
+
 def test_a_node_lost_in_the_middle_of_a_map_still_gives_every_result(user):
     """At least once: Ray retries the calls of the lost node elsewhere (Ray's max_retries)."""
     project = user.project("map_node_loss")
@@ -101,3 +149,4 @@ def test_a_node_lost_in_the_middle_of_a_map_still_gives_every_result(user):
         run.kill()
     assert run.returncode == 0, err
     assert json.loads(program_lines(out)[-1]) == [x * x for x in range(200)]
+
