@@ -102,8 +102,9 @@ def exec_command(container_id: str, command: list[str], cwd: str = "", timeout: 
     Why a Ray task beside the container rather than a method of its actor: a replica's actor is Serve's,
     and a task worker runs one task at a time, so neither can take a call while busy. A generator task
     pinned to the container's node (NodeAffinitySchedulingStrategy), with the container's own runtime env,
-    gets the same shipped code directory (the same ``working_dir`` package, unpacked once per node; the
-    process's actual cwd is read from ``/proc``), the same image packages and ``BEAMRAY_*`` settings, and
+    gets the same shipped code directory (the container process's cwd, read from ``/proc``: its
+    ``working_dir`` package or, for a replica without a runtime env, its unpacked code), the same image
+    packages and ``BEAMRAY_*`` settings, and
     its volumes mounted at the same paths; the deployment's env and secrets are set from its launch spec,
     as the container's process sets them. Output streams back as it is written; the exit code is the last item.
     """

@@ -23,6 +23,7 @@ from beamray import cluster, code, locations
 from beamray.exceptions import BeamrayError, DeployError
 from beamray.registry import DeploymentRecord, Registry, new_record
 from beamray.runtime import resources
+from beamray.runtime.container import ContainerCode
 from beamray.runtime.image import image_runtime_env
 from beamray.serve_bridge import apps
 from beamray.runtime import pod as pods
@@ -107,6 +108,7 @@ def delete(identifier: str) -> list[DeploymentRecord]:
     for record in removed:
         registry.remove(record)
         if record.code_path and not any(r.code_path == record.code_path for r in registry.records()):
+            code.unpublish(Path(record.code_path))
             Path(record.code_path).unlink(missing_ok=True)
     return removed
 
@@ -213,29 +215,53 @@ def _matching(identifier: str) -> list[DeploymentRecord]:
 
 def _actor_options(spec: Spec, code_path: str) -> dict[str, Any]:
     """Ray options for the spec's containers (feasibility checked), with its code, image and stores."""
+    return _shipped(*_container_parts(spec), code_path)
+
+
+def _web_container(spec: Spec, code_path: str) -> tuple[dict[str, Any], ContainerCode | None]:
+    """A replica's Ray options, and the code it enters itself when it can run without a runtime env.
+
+    That is on the embedded head, for an image without packages or a base image: Ray then starts the
+    replica as one Python process instead of two (``code.py`` says why), and neither the head's workers
+    nor its Serve controller have a runtime env a replica would inherit. Elsewhere the code is the
+    replica's ``working_dir``, which also overrides the one it would inherit from the Serve controller
+    (whose job is the one that started Serve).
+    """
+    options, image_env, settings = _container_parts(spec)
+    if image_env or cluster.actor_runtime_env():
+        return _shipped(options, image_env, settings, code_path), None
+    return options, ContainerCode(code.publish(Path(code_path)), settings)
+
+
+def _shipped(options: dict[str, Any], image_env: dict[str, Any], settings: dict[str, str],
+             code_path: str) -> dict[str, Any]:
+    """``options`` with a runtime env carrying the image, the settings and the code as ``working_dir``."""
+    options["runtime_env"] = {**image_env, "env_vars": settings, "working_dir": code.ship(Path(code_path))}
+    return options
+
+
+def _container_parts(spec: Spec) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """The spec's resource options, its image's runtime env (without env vars) and the containers'
+    environment variables (stores, gateway port, the image's own)."""
     what = f"{spec.kind.capitalize()} {spec.name}"
     options = resources.resolve(spec.resources, what)
-    runtime_env: dict[str, Any] = locations.actor_runtime_env()
-    runtime_env["working_dir"] = code.ship(Path(code_path))
     image_env = image_runtime_env(spec.runtime.image, what)
-    runtime_env["env_vars"].update(image_env.pop("env_vars", {}))
-    runtime_env.update(image_env)
-    options["runtime_env"] = runtime_env
-    return options
+    settings = {**locations.actor_settings(), **image_env.pop("env_vars", {})}
+    return options, image_env, settings
 
 
 def _launch(spec: Spec, record: DeploymentRecord, spec_blob: bytes) -> Any:
     """Register a queued kind with the task service or a pod with the pods app (returns None), or build the
     Serve app of a web kind."""
+    if spec.kind in WEB_KINDS:
+        return apps.web_application(spec, record, spec_blob, *_web_container(spec, record.code_path))
     options = _actor_options(spec, record.code_path)
     if spec.kind == Kind.POD:
         pod_app.ensure_running()
         pod_app.register_launch(pods.PodLaunch(spec, record.stub_id, options, record.deployment_id, record.version))
         return None
-    if spec.kind in QUEUED_KINDS:
-        client.register_queue(_queue_config(spec, record, options), spec_blob)
-        return None
-    return apps.web_application(spec, record, spec_blob, options)
+    client.register_queue(_queue_config(spec, record, options), spec_blob)
+    return None
 
 
 def _start_first_pod(record: DeploymentRecord) -> None:

@@ -291,6 +291,8 @@ def start_embedded(
         env.pop("RAY_ADDRESS", None)
         settings = locations.worker_settings()
         env.update(settings)
+        actor_settings = {**settings, "BEAMRAY_HTTP_PORT": str(http_port)}
+        env.update(actor_settings)
         haproxy = _haproxy_environment(ports) if ingress == "haproxy" else {}
         env.update(haproxy)
         if autoscaler is not None:
@@ -318,6 +320,7 @@ def start_embedded(
             "http_port": http_port,
             "started_at": time.time(),
             "worker_settings": settings,
+            "actor_settings": actor_settings,
             "ingress": ingress,
         }
         if haproxy:

@@ -70,6 +70,7 @@ def worker_store_locator() -> str:
     return locator
 
 
-def actor_runtime_env() -> dict[str, dict[str, str]]:
-    """The runtime env of beamray's own actors and containers: the worker settings and the gateway port."""
-    return {"env_vars": {**worker_settings(), "BEAMRAY_HTTP_PORT": str(config.http_port())}}
+def actor_settings() -> dict[str, str]:
+    """What beamray's own actors and containers need in their environment: the worker settings and the
+    gateway port."""
+    return {**worker_settings(), "BEAMRAY_HTTP_PORT": str(config.http_port())}

@@ -129,6 +129,13 @@ def logs_dir() -> str:
     return ray_worker.global_worker.node.get_logs_dir_path()
 
 
+def session_dir() -> str:
+    """This node's Ray session folder (removed with the cluster's session)."""
+    import ray._private.worker as ray_worker
+
+    return ray_worker.global_worker.node.get_session_dir_path()
+
+
 def serve_controller_running() -> bool:
     """Whether a Serve controller runs on the cluster, without starting one (``serve.status()`` would)."""
     from ray import serve

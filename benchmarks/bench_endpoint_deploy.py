@@ -7,7 +7,7 @@ a new name, the two sides interleaved (A/B, B/A, ...):
   until its versioned URL answers 200, against ``serve.run`` of a FastAPI deployment doing the same
   (``num_cpus=0``, beamray's logging config) until its route answers 200. The URL is polled every 5 ms
   once the call returns. Between trials both apps are deleted (untimed). beamray's time is split into
-  its phases by wrapping (in this process only) ``ensure_serve``, ``code.package``, ``code.ship``,
+  its phases by wrapping (in this process only) ``ensure_serve``, ``code.package``, ``code.publish``,
   ``serve.run`` and ``Registry.save``.
 - cold start: an endpoint with ``QueueDepthAutoscaler(min_containers=0, max_containers=1)`` and
   ``keep_warm_seconds=2``, and a raw deployment with the very ``autoscaling_config`` beamray derives from
@@ -141,7 +141,7 @@ def main(trials: int, cold_trials: int, json_path: str | None) -> None:
             phases = Phases()
             phases.wrap(deploy, "ensure_serve", "ensure_serve")
             phases.wrap(code, "package", "code.package")
-            phases.wrap(code, "ship", "code.ship")
+            phases.wrap(code, "publish", "code.publish")
             phases.wrap(serve, "run", "serve.run")
             phases.wrap(registry.Registry, "save", "Registry.save")
 

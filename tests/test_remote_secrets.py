@@ -58,7 +58,7 @@ def test_outside_a_remote_job_values_print_as_they_are():
 def test_workers_get_a_redis_password_by_name_not_by_value(monkeypatch):
     monkeypatch.setenv("BEAMRAY_REDIS_URL", "redis://:p4ssw0rd@redis.internal:6379/1")
     assert locations.worker_settings()["BEAMRAY_STORE"] == "redis-env:BEAMRAY_REDIS_URL"
-    assert "p4ssw0rd" not in str(locations.actor_runtime_env())
+    assert "p4ssw0rd" not in str(locations.actor_settings())
     monkeypatch.setenv("BEAMRAY_REDIS_URL", "redis://redis.internal:6379/1")  # no credentials: as it is
     assert locations.worker_settings()["BEAMRAY_STORE"] == "redis://redis.internal:6379/1"
 

@@ -21,7 +21,7 @@ from beamray import cluster, ray_private
 from beamray.context import wants_context
 from beamray.exceptions import RemoteExecutionError
 from beamray.runtime import fanout, resources as resource_options
-from beamray.runtime.container import function_context, load_user_code
+from beamray.runtime.container import entered_code, function_context, load_user_code
 from beamray.runtime.image import image_runtime_env
 from beamray.runtime.progress import MapProgress
 from beamray.runtime.worker import FunctionTimeoutError, RetryableTaskError, deadline, task_environment
@@ -49,16 +49,20 @@ def _handler_loader(func: Callable[..., Any], handler_name: str) -> Callable[[],
 
     A program run by ``beamray run`` imports ``beam``; its handler (and the modules it pulls in) can only
     be unpickled once the alias is installed, which the loader does instead of a job-wide setup hook (a
-    job with a runtime env cannot use the workers Ray keeps warm).
+    job with a runtime env cannot use the workers Ray keeps warm). Called from a replica, the task enters
+    the replica's code, as a child of an actor with a ``working_dir`` would inherit it.
     """
     import cloudpickle
 
     payload = cloudpickle.dumps(func)
+    caller_code = entered_code()
     loaded: list[Callable[..., Any]] = []
 
     def handler() -> Callable[..., Any]:
+        if caller_code is not None and entered_code() != caller_code:
+            loaded.clear()  # this worker ran another deployment's tasks since: enter ours again
         if not loaded:
-            loaded.append(load_user_code(payload, handler_name))
+            loaded.append(load_user_code(payload, handler_name, caller_code))
         return loaded[0]
 
     return handler

@@ -13,7 +13,7 @@ from typing import Any
 
 import ray
 
-from beamray import cluster, locations
+from beamray import cluster
 from beamray.exceptions import BeamrayError
 from beamray.runtime import resources
 from beamray.runtime.image import image_runtime_env
@@ -40,7 +40,7 @@ def _connect() -> None:
 def _pool() -> Any:
     return ray.remote(SandboxPool).options(
         name=POOL_NAME, namespace=cluster.NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0,
-        runtime_env=locations.actor_runtime_env()).remote()
+        runtime_env=cluster.actor_runtime_env()).remote()
 
 
 def handle(sandbox_id: str) -> Any:
@@ -74,10 +74,14 @@ def shape_key(options: dict[str, Any]) -> str:
 
 
 def actor_options(image: ImageSpec, shape: ResourceSpec) -> dict[str, Any]:
-    """Ray options of a sandbox's actor: its cpu/memory/gpu (checked feasible) and its image's runtime env."""
+    """Ray options of a sandbox's actor: its cpu/memory/gpu (checked feasible) and its image's runtime env,
+    with beamray's settings unless the head's workers start with them (then a default image needs none)."""
     runtime_env = image_runtime_env(image, "Sandbox image")
-    runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **locations.actor_runtime_env()["env_vars"]}
-    return {**resources.resolve(shape, "Sandbox"), "runtime_env": runtime_env}
+    settings = cluster.actor_runtime_env().get("env_vars", {})
+    if settings:
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **settings}
+    options = resources.resolve(shape, "Sandbox")
+    return {**options, "runtime_env": runtime_env} if runtime_env else options
 
 
 def create(config: dict[str, Any], image: ImageSpec, shape: ResourceSpec) -> tuple[str, dict[str, Any]]:

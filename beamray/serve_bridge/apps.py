@@ -20,6 +20,7 @@ from ray import serve
 from beamray import cluster, config, head, locations, ray_private
 from beamray.exceptions import ClusterError, DeployError
 from beamray.registry import DeploymentRecord
+from beamray.runtime.container import ContainerCode
 from beamray.serve_bridge.gateway import Gateway
 from beamray.serve_bridge.options import deployment_options
 from beamray.serve_bridge.replica import BeamrayReplica
@@ -48,7 +49,7 @@ def start_serve() -> bool:
             raise ClusterError(head.port_taken_message(config.http_port()))
         serve.start(http_options={"host": _http_host(), "port": config.http_port()},
                     logging_config={"enable_access_log": False, "log_level": "WARNING"})
-    app = Gateway.options(ray_actor_options={"num_cpus": 0, "runtime_env": locations.actor_runtime_env()})
+    app = Gateway.options(ray_actor_options={"num_cpus": 0, "runtime_env": cluster.actor_runtime_env()})
     serve.run(app.bind(), name=GATEWAY_APP, route_prefix="/")
     return applications is None
 
@@ -65,11 +66,11 @@ def alias_prefix(record: DeploymentRecord) -> str | None:
 
 
 def web_application(spec: EndpointSpec, record: DeploymentRecord, spec_blob: bytes,
-                    actor_options: dict[str, Any]) -> Any:
+                    actor_options: dict[str, Any], container_code: ContainerCode | None) -> Any:
     """The Serve application of one version: ``BeamrayReplica`` with the spec's serving options and a fixed
     version (the record's id), so that ``promote`` moves its route and keeps its replicas."""
     replica = BeamrayReplica.options(name=spec.name, **deployment_options(spec.serving, actor_options))
-    return ray_private.fixed_version(replica, record.deployment_id).bind(spec_blob, vars(record))
+    return ray_private.fixed_version(replica, record.deployment_id).bind(spec_blob, vars(record), container_code)
 
 
 def run(application: Any, record: DeploymentRecord, route_prefix: str | None = None) -> None:

@@ -38,7 +38,9 @@ def deployment_options(serving: ServingSpec, ray_actor_options: dict[str, Any]) 
         # One replica starts at deploy time so that a failing on_start fails the deploy, not a later request.
         "initial_replicas": max(1, serving.min_containers),
         "target_ongoing_requests": serving.tasks_per_container,
-        "upscale_delay_s": 0.5,
+        # Beam adds a container as soon as the queue is deeper than tasks_per_container; a delay here is
+        # paid in full by every cold start (Serve waits it out from zero replicas too).
+        "upscale_delay_s": 0.0,
         "downscale_delay_s": keep_warm,
         "downscale_to_zero_delay_s": keep_warm,
         "metrics_interval_s": 1.0,

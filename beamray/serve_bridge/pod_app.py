@@ -24,7 +24,7 @@ from typing import Any
 import cloudpickle
 from ray import serve
 
-from beamray import locations, ray_private
+from beamray import cluster, ray_private
 from beamray.exceptions import BeamrayError, StoreUnavailableError
 from beamray.runtime import pod as pods
 from beamray.serve_bridge import port_proxy
@@ -64,7 +64,7 @@ def ensure_running() -> None:
     status = serve.status().applications.get(APP_NAME)
     if status is not None and status.status == "RUNNING":
         return
-    app = PodIngress.options(ray_actor_options={"num_cpus": 0, "runtime_env": locations.actor_runtime_env()})
+    app = PodIngress.options(ray_actor_options={"num_cpus": 0, "runtime_env": cluster.actor_runtime_env()})
     serve.run(app.bind(), name=APP_NAME, route_prefix=ROUTE_PREFIX)
 
 

@@ -16,7 +16,7 @@ from ray import serve
 
 from beamray.context import FunctionContext
 from beamray.runtime import mounts
-from beamray.runtime.container import function_context, load_user_code, run_hook
+from beamray.runtime.container import ContainerCode, function_context, load_user_code, run_hook
 from beamray.serve_bridge import http_app
 from beamray.serve_bridge.web_app import version_mount
 from beamray.serve_bridge.options import concurrency
@@ -55,10 +55,10 @@ def container_environment(kind: str, record: dict[str, Any], spec: EndpointSpec)
 @serve.deployment
 @serve.ingress()
 class BeamrayReplica:
-    def __init__(self, spec_blob: bytes, record: dict[str, Any]) -> None:
+    def __init__(self, spec_blob: bytes, record: dict[str, Any], container_code: ContainerCode | None) -> None:
         from beamray import config, secrets
 
-        spec: EndpointSpec = load_user_code(spec_blob, record["handler"])
+        spec: EndpointSpec = load_user_code(spec_blob, record["handler"], container_code)
         os.environ.update(container_environment(spec.kind, record, spec))
         self._mounts = mounts.process_mounts(spec.runtime.volumes)
         on_start_value = run_hook(spec.serving.on_start)

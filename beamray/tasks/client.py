@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import ray
 
-from beamray import cluster, locations
+from beamray import cluster
 from beamray.exceptions import BeamrayError
 from beamray.tasks import records
 from beamray.tasks.config import QueueConfig
@@ -83,7 +83,7 @@ def service() -> Any:
         return ray.get_actor(SERVICE_NAME, namespace=cluster.NAMESPACE)
     except ValueError:
         return TaskService.options(name=SERVICE_NAME, namespace=cluster.NAMESPACE, lifetime="detached",
-                                   get_if_exists=True, runtime_env=locations.actor_runtime_env()).remote()
+                                   get_if_exists=True, runtime_env=cluster.actor_runtime_env()).remote()
 
 
 # Ray records where each call's output starts and ends in an actor's log only when asked: with it,

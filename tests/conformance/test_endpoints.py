@@ -64,6 +64,24 @@ def test_two_projects_with_the_same_app_py_handler_answer_their_own_results(user
             assert (response.status_code, response.json()) == (200, {"success": "true"}), url
 
 
+def test_functions_called_by_two_projects_endpoints_run_in_their_own_projects_code(user):
+    """Each ``.remote()`` from a replica runs with the caller's project (its modules, its working
+    directory), even when Ray hands both projects' calls to the same worker process in turn."""
+    projects = {}
+    for folder in ("first", "second"):
+        projects[folder] = user.project("calls_function", folder=f"calls-{folder}")
+        (projects[folder] / "helpers.py").write_text(f'WORD = "{folder}"\n')
+        (projects[folder] / "word.txt").write_text(f"{folder} file\n")
+    http = gateway(user)
+    with deployed(user, projects["first"], "app.py:handler", "--name", "callsfirst") as first, \
+            deployed(user, projects["second"], "app.py:handler", "--name", "callssecond") as second:
+        for turn in range(4):
+            for folder, deployment in (("first", first), ("second", second)):
+                response = http.post(deployment["url"], json={"text": f"t{turn}"})
+                assert response.status_code == 200, response.text
+                assert response.json() == {"said": f"{folder}:{folder} file:t{turn}"}
+
+
 def test_public_endpoint_answers_without_a_token_at_its_public_url(user):
     project = user.project("public_endpoint")
     with deployed(user, project, "app.py:create_public_endpoint") as deployment:
