@@ -55,7 +55,9 @@ def raw_footprint(settle: float) -> tuple[float, int]:
     for key in ("RAY_ADDRESS", "BEAMRAY_ADDRESS"):
         env.pop(key, None)
     head = subprocess.Popen(
+        # On loopback, as beamray's head: this machine's own address is not reachable from itself here.
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
+         "--node-ip-address=127.0.0.1",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={common.free_port()}",
          f"--ray-client-server-port={common.free_port()}", f"--dashboard-agent-listen-port={common.free_port()}",
          f"--temp-dir={temp}", "--disable-usage-stats"],
@@ -63,7 +65,7 @@ def raw_footprint(settle: float) -> tuple[float, int]:
     try:
         for _ in range(5):  # the GCS may not answer yet
             started = subprocess.run([sys.executable, "-c", _SERVE, f"127.0.0.1:{port}", str(common.free_port())],
-                                     env=env, capture_output=True, text=True)
+                                     env=env, capture_output=True, text=True, timeout=180)
             if started.returncode == 0:
                 break
             time.sleep(2)
