@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -38,7 +39,8 @@ def session_pss(sid: int) -> tuple[float, int]:
         if not proc.name.isdigit():
             continue
         with contextlib.suppress(OSError, ValueError, IndexError):
-            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[4]) != sid:
+            # after the command name: state, ppid, pgrp, session
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) != sid:
                 continue
             for line in (proc / "smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
@@ -52,8 +54,11 @@ def raw_footprint(settle: float) -> tuple[float, int]:
     temp = tempfile.mkdtemp(prefix="beamray-bench-raw-")
     port, env = common.free_port(), dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
                                          RAY_USAGE_STATS_ENABLED="0")
-    for key in ("RAY_ADDRESS", "BEAMRAY_ADDRESS"):
+    for key in ("RAY_ADDRESS", "BEAMRAY_ADDRESS", "RAY_AUTH_TOKEN_PATH"):
         env.pop(key, None)
+    # Token auth like beamray's head, with a token of its own given to head and driver alike (Ray would
+    # otherwise turn auth on from ~/.ray/auth_token, which need not match what the driver reads).
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     head = subprocess.Popen(
         # On loopback, as beamray's head: this machine's own address is not reachable from itself here.
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", f"--port={port}",
