@@ -65,7 +65,10 @@ def _command(entrypoint: tuple[str, ...], socket_dir: str, ports: tuple[int, ...
     bridge = [sys.executable, _BRIDGE, socket_dir, ",".join(map(str, ports)), "--", *entrypoint]
     if not own_network():
         return bridge
-    return ["bwrap", "--unshare-net", "--dev-bind", "/", "/", "--die-with-parent", "--", *bridge]
+    # A pid namespace of its own too (with its /proc): when the container's actor dies, bwrap's
+    # --die-with-parent kills the namespace's first process, and with it every process of the pod.
+    return ["bwrap", "--unshare-net", "--unshare-pid", "--dev-bind", "/", "/", "--proc", "/proc",
+            "--die-with-parent", "--", *bridge]
 
 
 def _port_in_use(port: int) -> bool:

@@ -64,14 +64,30 @@ async def _expose(port: int, socket_dir: str, child: subprocess.Popen) -> None:
         await server.serve_forever()
 
 
+def _die_with_bridge() -> None:
+    """In the entrypoint's process, before exec: SIGKILL it when the bridge dies (Linux's PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+async def _orphaned(parent: int, child: subprocess.Popen) -> None:
+    """End the pod when the container that started the bridge is gone (its actor process was killed)."""
+    while child.poll() is None:
+        if os.getppid() != parent:
+            os.killpg(os.getpgrp(), signal.SIGKILL)  # the entrypoint, what it started, and this bridge
+        await asyncio.sleep(0.5)
+
+
 async def _main(socket_dir: str, ports: list[int], command: list[str]) -> int:
-    child = subprocess.Popen(command)
+    child = subprocess.Popen(command, preexec_fn=_die_with_bridge)
+    watch = asyncio.ensure_future(_orphaned(os.getppid(), child))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, child.send_signal, signum)
     servers = [asyncio.ensure_future(_expose(port, socket_dir, child)) for port in ports]
     code = await loop.run_in_executor(None, child.wait)
-    for server in servers:
+    for server in (*servers, watch):
         server.cancel()
     return code if code >= 0 else 128 - code
 

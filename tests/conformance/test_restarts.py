@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +41,20 @@ def _all_complete(user: User, task_ids: list[str]) -> list[dict]:
 
 
 @pytest.mark.timeout(600)
+def _pod_processes(user: User) -> list[int]:
+    """Processes of this user's pods (their entrypoints carry the pod's CONTAINER_ID and BEAMRAY_HOME)."""
+    home = f"BEAMRAY_HOME={user.home / '.beamray'}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            variables = environ.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if home in variables and any(v.startswith(b"CONTAINER_ID=pod-") for v in variables):
+            found.append(int(environ.parent.name))
+    return found
+
+
 def test_cluster_down_and_up_brings_back_every_deployment_it_can(user: User) -> None:
     """Endpoints, a pod and the running versions come back (a stopped version stays stopped), one line
     names what cannot (a T4 endpoint without T4s); a finished task keeps its record and result, and the
@@ -75,7 +90,9 @@ def test_cluster_down_and_up_brings_back_every_deployment_it_can(user: User) -> 
     assert _task(user, finished)["result"] == {"doubled": 42}
 
     try:
+        assert _pod_processes(user), "the deployed pod's entrypoint should be running before the down"
         user.beamray("cluster", "down")
+        assert _pod_processes(user) == [], "`cluster down` left pod processes running"
         up = user.beamray("cluster", "up", cwd=user.root)  # no GPUs this time, typed in another folder
 
         shown = up.stdout + up.stderr
