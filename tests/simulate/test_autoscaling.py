@@ -11,9 +11,10 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.conformance.conftest import BEAMRAY
-from tests.conformance.support import TERMINAL, program_lines
+from tests.conformance.support import TERMINAL, enqueue, finished, program_lines
 from tests.simulate.conftest import wait_for
 
 A10G = "accelerator_type:A10G"
@@ -150,3 +151,19 @@ def test_a_node_lost_in_the_middle_of_a_map_still_gives_every_result(user):
     assert run.returncode == 0, err
     assert json.loads(program_lines(out)[-1]) == [x * x for x in range(200)]
 
+
+
+def test_an_output_saved_on_a_gpu_node_is_fetched_through_the_gateway(user):
+    """Deployed and invoked over HTTP, as the conformance test of the docs' example is."""
+    deployment = user.deploy(user.project("output_gpu_node"), "app.py:save_output")
+    try:
+        ran = finished(user, enqueue(user, deployment["url"]), timeout=180)["result"]
+        assert ran["group"] == "a10g"
+        url = urlsplit(ran["output_url"])
+        assert url.path.startswith("/output/id/")
+        with user.http(authorized=False) as anonymous:  # a public URL, signed: no token
+            response = anonymous.get(f"{url.path}?{url.query}" if url.query else url.path)
+        assert response.status_code == 200, response.text[:300]
+        assert response.text == "This is an output, saved on an A10G node."
+    finally:
+        user.beamray("deployment", "delete", deployment["name"], check=False)
