@@ -290,8 +290,7 @@ def start_embedded(
         ensure_ray_token()
         env.pop("RAY_ADDRESS", None)
         settings = locations.worker_settings()
-        env.update(settings)
-        actor_settings = {**settings, "BEAMRAY_HTTP_PORT": str(http_port)}
+        actor_settings = {**settings, "BEAMRAY_HTTP_PORT": str(http_port)}  # what workers start with
         env.update(actor_settings)
         haproxy = _haproxy_environment(ports) if ingress == "haproxy" else {}
         env.update(haproxy)
