@@ -106,6 +106,11 @@ def _gateway_url() -> str:
     return (os.environ.get("BEAMRAY_PUBLIC_URL") or cluster.gateway_url()).rstrip("/")
 
 
+def served_by_gateway() -> bool:
+    """True when output links point at the gateway (local storage); S3 links are presigned and need none."""
+    return not isinstance(storage.get_storage(), storage.S3Storage)
+
+
 def public_url(output_id: str, expires: int = DEFAULT_EXPIRES) -> str:
     """A URL for output ``output_id`` valid ``expires`` seconds; extends the output's retention to match."""
     expires = int(expires)

@@ -100,7 +100,7 @@ def test_local_public_url_is_signed_and_served(in_task: str, tmp_path: Path) -> 
     path = tmp_path / "my_output.txt"
     path.write_bytes(b"payload")
     output = Output(path=path).save()
-    url = output.public_url(expires=400)
+    url = outputs.public_url(output.id, expires=400)  # the adapter also starts the gateway: test_first_run.py
     assert url.startswith(f"http://127.0.0.1:8123/output/id/{output.id}?expires=")
     query = _query(url)
     assert abs(int(query["expires"]) - (time.time() + 400)) < 5
@@ -120,7 +120,7 @@ def test_tampered_or_expired_local_urls_are_refused(in_task: str, tmp_path: Path
     path.write_text("x")
     output = Output(path=path).save()
     other = Output(path=path).save()
-    query = _query(output.public_url(expires=60))
+    query = _query(outputs.public_url(output.id, expires=60))
     expires, sig = query["expires"], query["sig"]
     assert not outputs.verify(output.id, str(int(expires) + 1000), sig)  # longer expiry
     assert not outputs.verify(other.id, expires, sig)  # another output
@@ -145,7 +145,7 @@ def test_expired_outputs_are_cleaned_up(backend: str, in_task: str, tmp_path: Pa
     path.write_text("x")
     short = Output(path=path).save()
     kept = Output(path=path).save()
-    kept.public_url(expires=7200)  # a later URL keeps its file alive that long
+    outputs.public_url(kept.id, expires=7200)  # a later URL keeps its file alive that long
     assert outputs.cleanup_expired(now=time.time() + 3700) == 1
     assert not short.exists() and kept.exists()
     with pytest.raises(FileNotFoundError):

@@ -157,7 +157,12 @@ class Output:
         if not self.id:
             raise OutputNotSavedError("Save the output first (output.save()).")
         try:
-            return outputs.public_url(self.id, expires)
+            url = outputs.public_url(self.id, expires)
+            if outputs.served_by_gateway():
+                from beamray import deploy  # Serve is loaded only for links the gateway answers
+
+                deploy.ensure_serve()  # a script's link must answer on a cluster where nothing is deployed
+            return url
         except (OutputNotFoundError, ValueError) as exc:
             raise OutputPublicURLError(str(exc)) from exc
         except Exception as exc:

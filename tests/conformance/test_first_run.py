@@ -33,6 +33,18 @@ def test_a_gpu_the_cluster_lacks_is_one_message_with_the_next_step(user: User) -
     assert "beamray cluster down && beamray cluster up --gpu T4" in result.stderr
 
 
+def test_an_output_link_printed_by_a_script_answers_on_a_cluster_where_nothing_is_deployed(user: User) -> None:
+    assert user.beamray("deployment", "list", "--json").stdout.strip() == "[]"
+    project = user.project("output_file", folder="output-from-a-script")
+    (project / "run.py").write_text("from app import save_output\n\nprint(save_output.remote()['output_url'])\n")
+
+    url = user.beamray("run", "run.py", cwd=project).stdout.strip().splitlines()[-1]
+
+    answer = httpx.get(url, timeout=60)  # a public link: no token
+    assert answer.status_code == 200
+    assert answer.text == "This is an output, a glorious text file."
+
+
 def test_a_second_cluster_on_the_machine_never_shares_the_gateway_port(user: User, tmp_path) -> None:
     first = user.deploy(user.project("port_clash_first"), "app.py:handler")
     second_user = User(tmp_path)
