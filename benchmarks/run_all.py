@@ -64,7 +64,7 @@ STEPS = (
     Step("queue", "bench_queue.py", ("--ops", "300", "--trials", "3", "--warmup", "100", "--no-redis"), ()),
     Step("footprint", "bench_footprint.py", ("--settle", "5"), ("--settle", "15")),
     Step("pod", "bench_pod.py", ("--trials", "2", "--seconds", "2"), (), optional=True),
-    Step("sandbox", "bench_sandbox.py", ("--trials", "3", "--execs", "50", "--idle", "3", "--sandboxes", "4",
+    Step("sandbox", "bench_sandbox.py", ("--trials", "3", "--execs", "400", "--idle", "3", "--sandboxes", "4",
                                          "--calls", "10"), (), optional=True),
 )
 

@@ -31,6 +31,7 @@ import ray
 
 from beamray import cluster
 from beamray.exceptions import BeamrayError
+from beamray.runtime import pod_network
 from beamray.specs import PodSpec
 
 EXITED_LINGER_S = 60.0
@@ -61,14 +62,15 @@ def own_network() -> bool:
     return os.environ.get("BEAMRAY_POD_NETWORK", "own") != "host" and shutil.which("bwrap") is not None
 
 
-def _command(entrypoint: tuple[str, ...], socket_dir: str, ports: tuple[int, ...]) -> list[str]:
+def _command(entrypoint: tuple[str, ...], socket_dir: str, ports: tuple[int, ...],
+             outbound: pod_network.Outbound | None) -> list[str]:
     bridge = [sys.executable, _BRIDGE, socket_dir, ",".join(map(str, ports)), "--", *entrypoint]
     if not own_network():
         return bridge
     # A pid namespace of its own too (with its /proc): when the container's actor dies, bwrap's
     # --die-with-parent kills the namespace's first process, and with it every process of the pod.
     return ["bwrap", "--unshare-net", "--unshare-pid", "--dev-bind", "/", "/", "--proc", "/proc",
-            "--die-with-parent", "--", *bridge]
+            *(outbound.bwrap_args() if outbound else []), "--die-with-parent", "--", *bridge]
 
 
 def _port_in_use(port: int) -> bool:
@@ -105,15 +107,26 @@ class PodContainer:
         self.started_at = time.time()
         self._sockets = os.path.join(SOCKETS_ROOT, container_id)
         os.makedirs(self._sockets, mode=0o700, exist_ok=True)
+        self._relay: Any = None  # serve_bridge.relay.Relay, once the ports listen
+        self._outbound = pod_network.Outbound(self._sockets) if own_network() and pod_network.available() else None
+        if self._outbound is not None:
+            environment[pod_network.READY_ENV] = self._outbound.ready_file
         try:
-            self._process = subprocess.Popen(_command(entrypoint, self._sockets, spec.ports), cwd=os.getcwd(),
-                                             env=environment,
-                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
+            self._process = subprocess.Popen(_command(entrypoint, self._sockets, spec.ports, self._outbound),
+                                             cwd=os.getcwd(), env=environment,
+                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             start_new_session=True,
+                                             pass_fds=(self._outbound.info_fd,) if self._outbound else ())
         except OSError as exc:
             self._mounts.close()
+            if self._outbound is not None:
+                self._outbound.attach()  # closes its pipes: nothing reports on them now
             raise BeamrayError(f"Pod {spec.name or container_id}: cannot start entrypoint {list(entrypoint)}: "
                                f"{exc.strerror or exc}") from None
+        why = self._outbound.attach() if self._outbound else "slirp4netns is not on this node" if own_network() else ""
+        if why:
+            self._tail.append(f"beamray: this pod has no outbound network ({why})")
+            print(self._tail[-1], flush=True)
         self._status, self._exit_code, self._ended_at = "PENDING", None, 0.0
         self._last_activity, self._busy, self._busy_at = time.monotonic(), False, 0.0
         self._host = ray.util.get_node_ip_address()
@@ -144,9 +157,7 @@ class PodContainer:
                     self._finish("COMPLETE" if code == 0 else "FAILED", code)
                 elif self._status == "PENDING" and self._ports_ready():
                     self._status, self._last_activity = "RUNNING", now
-                    ports = self._launch.spec.ports
-                    self._registry.register(self._id, self._host, ports, self._launch.spec.serving.authorized,
-                                            alias=self._alias, sockets={port: self._socket(port) for port in ports})
+                    self._register()
                 elif self._status == "RUNNING" and keep_warm >= 0:
                     busy = self._busy and now - self._busy_at < BUSY_STALE_S
                     if not busy and now - self._last_activity >= keep_warm:
@@ -157,11 +168,25 @@ class PodContainer:
             time.sleep(0.01 if self._status == "PENDING" else 0.25)
         self._end_actor()
 
+    def _register(self) -> None:
+        """Reachable: through the sockets on this node, through a relay from the others."""
+        from beamray.serve_bridge.relay import Relay
+
+        ports = self._launch.spec.ports
+        sockets = {port: self._socket(port) for port in ports}
+        self._relay = Relay(self._host, sockets)
+        self._registry.register(self._id, self._host, ports, self._launch.spec.serving.authorized, alias=self._alias,
+                                sockets=sockets, node_id=ray.get_runtime_context().get_node_id(),
+                                relays=self._relay.addresses, relay_key=self._relay.key)
+
     def _finish(self, status: str, code: int | None) -> None:
         self._status, self._exit_code, self._ended_at = status, code, time.monotonic()
         # An exited entrypoint keeps its alias while it lingers, so the next request can stop it first.
         self._registry.unregister(self._id, alias=self._alias if status == "STOPPED" else "")
         self._mounts.close()
+        for way_in in (self._outbound, self._relay):
+            if way_in is not None:
+                way_in.close()
         shutil.rmtree(self._sockets, ignore_errors=True)
 
     def _stop_process(self) -> None:

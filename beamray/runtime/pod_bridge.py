@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while chunk := await reader.read(65536):
             writer.write(chunk)
@@ -40,7 +40,7 @@ async def _relay(port: int, client_reader: asyncio.StreamReader, client_writer: 
     except OSError:
         client_writer.close()
         return
-    await asyncio.gather(_pipe(client_reader, writer), _pipe(reader, client_writer))
+    await asyncio.gather(pipe(client_reader, writer), pipe(reader, client_writer))
     writer.close()
     client_writer.close()
 
@@ -79,7 +79,18 @@ async def _orphaned(parent: int, child: subprocess.Popen) -> None:
         await asyncio.sleep(0.5)
 
 
+async def _network_ready(ready_file: str) -> None:
+    """Wait (bounded) until the container attached the pod's outbound network (``runtime.pod_network``)."""
+    for _ in range(3000):
+        if os.path.exists(ready_file):
+            return
+        await asyncio.sleep(0.005)
+
+
 async def _main(socket_dir: str, ports: list[int], command: list[str]) -> int:
+    ready_file = os.environ.pop("BEAMRAY_POD_NETWORK_READY", "")
+    if ready_file:
+        await _network_ready(ready_file)
     child = subprocess.Popen(command, preexec_fn=_die_with_bridge)
     watch = asyncio.ensure_future(_orphaned(os.getppid(), child))
     loop = asyncio.get_running_loop()

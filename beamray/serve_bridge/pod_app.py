@@ -92,7 +92,6 @@ class PodProxy:
         self._routes = Routes()
         self._authorize = bearer_check(secrets.gateway_token())
         self._sessions: port_proxy.Sessions | None = None
-        self._node_ip = ""
         self._cache: dict[str, tuple[float, port_proxy.Upstream | None]] = {}
         self._starting: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._open: collections.Counter[str] = collections.Counter()
@@ -109,7 +108,8 @@ class PodProxy:
         if self._sessions is None:
             import ray
 
-            self._sessions, self._node_ip = port_proxy.Sessions(), ray.util.get_node_ip_address()
+            context = ray.get_runtime_context()
+            self._sessions = port_proxy.Sessions(context.get_node_id(), ray.util.get_node_ip_address())
             self._heartbeats = asyncio.create_task(self._beat())
         try:
             await self._serve(scope, receive, send)
@@ -158,9 +158,8 @@ class PodProxy:
             if port is None:
                 await self._refuse(scope, receive, send, 404, "this pod exposes no ports")
                 return
-            url = upstream.url(port, rest, scope.get("query_string", b""))
             try:
-                session = self._sessions.for_port(upstream, port, self._node_ip)
+                session, url = self._sessions.route(upstream, port, rest, scope.get("query_string", b""))
                 await self._relay(upstream.container_id, scope, receive, send, url, session)
                 return
             except port_proxy.UpstreamUnavailable:

@@ -46,18 +46,24 @@ class Upstream:
     ports: tuple[int, ...]
     authorized: bool
     sockets: dict[int, str] = field(default_factory=dict)  # port → Unix socket on ``host`` that reaches it
+    node_id: str = ""  # the Ray node of ``host``: a socket is reached from that node only…
+    relays: dict[int, str] = field(default_factory=dict)  # …elsewhere through this ``host:port`` (``relay``)
+    relay_key: str = ""
 
-    def url(self, port: int, path: str, query_string: bytes = b"") -> str:
+    def url(self, port: int, path: str, query_string: bytes = b"", address: str = "") -> str:
         query = f"?{query_string.decode('latin-1')}" if query_string else ""
-        return f"http://{self.host}:{port}{path or '/'}{query}"
+        return f"http://{address or f'{self.host}:{port}'}{path or '/'}{query}"
 
 
 def register(container_id: str, host: str, ports: tuple[int, ...], authorized: bool, alias: str = "",
-             sockets: dict[int, str] | None = None) -> None:
+             sockets: dict[int, str] | None = None, node_id: str = "", relays: dict[int, str] | None = None,
+             relay_key: str = "") -> None:
     """Make ``container_id`` (and ``alias``, when given) reachable at ``host`` on ``ports``; a port listed
-    in ``sockets`` is reached through that Unix socket on ``host`` instead (a container with its own network)."""
-    record = {"host": host, "ports": list(ports), "authorized": authorized,
-              "sockets": {str(port): path for port, path in (sockets or {}).items()}}
+    in ``sockets`` is reached through that Unix socket on ``host`` instead (a container with its own
+    network), and from other nodes than ``node_id`` through its address in ``relays``."""
+    record = {"host": host, "ports": list(ports), "authorized": authorized, "node_id": node_id,
+              "sockets": {str(port): path for port, path in (sockets or {}).items()},
+              "relays": {str(port): address for port, address in (relays or {}).items()}, "relay_key": relay_key}
     _KV.put(f"c/{container_id}", json.dumps(record).encode())
     if alias:
         _KV.put(f"a/{alias}", container_id.encode())
@@ -76,7 +82,9 @@ def lookup(container_id: str) -> Upstream | None:
         return None
     record = json.loads(found)
     return Upstream(container_id, record["host"], tuple(record["ports"]), bool(record["authorized"]),
-                    {int(port): path for port, path in record.get("sockets", {}).items()})
+                    {int(port): path for port, path in record.get("sockets", {}).items()}, record.get("node_id", ""),
+                    {int(port): address for port, address in record.get("relays", {}).items()},
+                    record.get("relay_key", ""))
 
 
 def resolve_alias(alias: str) -> str | None:
@@ -85,40 +93,50 @@ def resolve_alias(alias: str) -> str | None:
     return found.decode() if found is not None else None
 
 
-def _session(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+def _session(connector: aiohttp.BaseConnector, headers: dict[str, str] | None = None) -> aiohttp.ClientSession:
     import aiohttp
 
     # Bodies pass untouched (no decompression); no total timeout (streams and sockets stay open).
-    return aiohttp.ClientSession(auto_decompress=False, connector=connector,
+    return aiohttp.ClientSession(auto_decompress=False, connector=connector, headers=headers,
                                  timeout=aiohttp.ClientTimeout(total=None, connect=10))
 
 
 class Sessions:
-    """Client sessions for ``forward``, one per Unix socket and one for every TCP upstream (pooled)."""
+    """Client sessions for ``forward``: one per Unix socket, one per relay, one for every TCP upstream."""
 
-    def __init__(self) -> None:
+    def __init__(self, node_id: str, node_ip: str) -> None:
+        self._node_id, self._node_ip = node_id, node_ip
         self._tcp: aiohttp.ClientSession | None = None
-        self._unix: dict[str, aiohttp.ClientSession] = {}
+        self._by_path: dict[str, aiohttp.ClientSession] = {}  # a Unix socket's path, or a relay's address
 
-    def for_port(self, upstream: Upstream, port: int, node_ip: str) -> aiohttp.ClientSession:
+    def route(self, upstream: Upstream, port: int, path: str, query_string: bytes
+              ) -> tuple[aiohttp.ClientSession, str]:
+        """The session and URL that reach ``path`` on ``port`` of ``upstream`` from this node."""
         import aiohttp
 
-        path = upstream.sockets.get(port)
-        if path is None:
+        socket_path = upstream.sockets.get(port)
+        if socket_path is None:
             if self._tcp is None:
                 self._tcp = _session(aiohttp.TCPConnector(limit=0))
-            return self._tcp
-        if upstream.host != node_ip:
+            return self._tcp, upstream.url(port, path, query_string)
+        if upstream.node_id == self._node_id if upstream.node_id else upstream.host == self._node_ip:
+            if socket_path not in self._by_path:
+                self._by_path[socket_path] = _session(aiohttp.UnixConnector(path=socket_path, limit=0))
+            return self._by_path[socket_path], upstream.url(port, path, query_string)
+        address = upstream.relays.get(port)
+        if address is None:
             raise UpstreamUnavailable(f"container {upstream.container_id} runs on node {upstream.host}; its "
                                       f"ports are reached from that node only")
-        if path not in self._unix:
-            self._unix[path] = _session(aiohttp.UnixConnector(path=path, limit=0))
-        return self._unix[path]
+        if address not in self._by_path:
+            from beamray.serve_bridge.relay import RELAY_HEADER
+
+            self._by_path[address] = _session(aiohttp.TCPConnector(limit=0), {RELAY_HEADER: upstream.relay_key})
+        return self._by_path[address], upstream.url(port, path, query_string, address)
 
     async def forget(self, upstream: Upstream) -> None:
         """Close the sessions of a container that ended."""
-        for path in upstream.sockets.values():
-            session = self._unix.pop(path, None)
+        for key in (*upstream.sockets.values(), *upstream.relays.values()):
+            session = self._by_path.pop(key, None)
             if session is not None:
                 await session.close()
 

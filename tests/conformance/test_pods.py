@@ -3,10 +3,18 @@ through the ``beamray`` command and reached with real HTTP and WebSocket clients
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
+import shutil
+import socket
+import threading
 import time
+import uuid
+from typing import Iterator
 
 import httpx
+import pytest
 from websockets.sync.client import connect
 
 from tests.conformance.conftest import wait_for
@@ -134,3 +142,48 @@ def test_bad_pods_are_refused_with_one_clear_message(user):
     ports = user.beamray("deploy", "app.py:pod", "--ports", "8000,99999", cwd=project, check=False)
     assert ports.returncode != 0 and "65535" in ports.stderr and "Traceback" not in ports.stderr, ports.stderr
 
+
+
+def _machine_address() -> str:
+    """This machine's address on its network (not loopback): where a server outside any pod listens."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.254", 9))  # no packet is sent: this only picks the outgoing interface
+        return probe.getsockname()[0]
+
+
+@contextlib.contextmanager
+def _outside_server(body: bytes) -> Iterator[str]:
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((_machine_address(), 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{server.server_address[0]}:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+
+
+def test_a_pod_reaches_the_network_outside_but_not_the_nodes_loopback(user):
+    if shutil.which("slirp4netns") is None:
+        pytest.skip("slirp4netns is not installed (.ci/run installs it)")
+    token = uuid.uuid4().hex.encode()
+    gateway_port = httpx.URL(user.config()["gateway_url"]).port
+    with _outside_server(token) as outside:
+        project = user.project("pod_outbound")
+        made = user.deploy(project, "app.py:pod", "--env", f"TARGET_URL={outside}",
+                           "--env", f"NODE_LOOPBACK_URL=http://10.0.2.2:{gateway_port}/")
+        try:
+            reached = _anonymous(user).get(made["url"] + "/reached.json")
+            assert reached.status_code == 200, reached.text
+            assert reached.json()["TARGET_URL"] == token.decode(), reached.json()
+            assert reached.json()["NODE_LOOPBACK_URL"].startswith("unreachable: "), reached.json()
+        finally:
+            remove(user, "outbound-pod")

@@ -8,6 +8,8 @@ the user's token, as Beam's docs do.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 from tests.conformance.support import TERMINAL
@@ -63,4 +65,23 @@ def test_rtx4090_endpoint_answers_from_a_new_rtx4090_node_that_goes_away_after_d
         assert ran["resources"]["RTX4090"] == 1 and ran["resources"]["GPU"] == 1
     finally:
         user.beamray("deployment", "delete", "rtx4090-where", check=False)
+    wait_for(lambda: user.nodes_of("rtx4090") == [], timeout=90, what="the RTX 4090 node to be removed")
+
+
+def test_a_pod_on_a_new_rtx4090_node_is_reached_from_the_heads_pod_app(gpu_user):
+    user = gpu_user
+    before = nodes_without(user, "rtx4090")
+    made = json.loads(user.beamray("deploy", "app.py:pod", "--json", cwd=user.project("rtx4090_pod")).stdout)
+    try:
+        containers = json.loads(user.beamray("container", "list", "--json").stdout)
+        pod = next(c for c in containers if c["kind"] == "pod" and c["deployment"] == "gpu-pod")
+        assert pod["node_id"] not in before and pod["node_id"] in {n["node_id"] for n in user.nodes_of("rtx4090")}
+        with httpx.Client(timeout=60) as anonymous:  # a pod's default: authorized=False
+            listing = anonymous.get(made["url"] + "/")
+            assert listing.status_code == 200, listing.text
+            assert "app.py" in listing.text
+            streamed = anonymous.get(made["url"] + "/app.py")
+            assert streamed.status_code == 200 and 'name="gpu-pod"' in streamed.text
+    finally:
+        user.beamray("deployment", "delete", "gpu-pod", check=False)
     wait_for(lambda: user.nodes_of("rtx4090") == [], timeout=90, what="the RTX 4090 node to be removed")
