@@ -45,19 +45,25 @@ TIMED_OUT = 124  # the exit code of a command past ``--timeout`` (as coreutils' 
 
 
 def _run_command(command: list[str], pid: int | None, runtime: Any, identity: dict[str, str], cwd: str,
-                 timeout: float | None) -> Any:
-    """On the container's node, in its runtime env: the command's output chunks, then its exit code."""
+                 timeout: float | None, namespace_pid: int | None = None) -> Any:
+    """On the container's node, in its runtime env: the command's output chunks, then its exit code.
+
+    ``namespace_pid``: a pod's namespaces' first process; the command enters them (its network, pid and
+    mount namespaces), so it sees the pod's own ports and processes."""
     import selectors
     import subprocess
     import sys
     import time
 
+    from beamray.runtime import pod_network
     from beamray.runtime.worker import task_environment
 
     try:
         home = os.readlink(f"/proc/{pid}/cwd") if pid else os.getcwd()
     except OSError:  # the container's process ended, or belongs to another user: its code directory
         home = os.getcwd()
+    if namespace_pid:
+        command = pod_network.entering(namespace_pid, os.path.join(home, cwd)) + command
     with task_environment(runtime.env, runtime.secrets, identity, runtime.volumes):
         env = dict(os.environ)
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
@@ -111,9 +117,13 @@ def exec_command(container_id: str, command: list[str], cwd: str = "", timeout: 
     if not command:
         raise ValueError("container exec needs a command: beamray container exec ID -- CMD [ARGS…]")
     container = find(container_id)
+    if container.kind == "sandbox":
+        yield from _exec_in_sandbox(container, list(command), cwd, timeout)
+        return
+    namespace_pid = _describe(container).get("namespace_pid") if container.kind == "pod" else None
     runtime = _runtime_spec(container)
     remote = on_node(_run_command, container.node_id, runtime_env(container), num_returns="streaming")
-    stream = remote.remote(list(command), container.pid, runtime, _identity(container), cwd, timeout)
+    stream = remote.remote(list(command), container.pid, runtime, _identity(container), cwd, timeout, namespace_pid)
     finished = False
     try:
         for ref in stream:
@@ -123,3 +133,50 @@ def exec_command(container_id: str, command: list[str], cwd: str = "", timeout: 
     finally:
         if not finished:  # interrupted: the task's cleanup ends the command's process group
             ray.cancel(stream)
+
+
+def _describe(container: Container) -> dict[str, Any]:
+    return ray.get(ray.get_actor(container.ray_actor_name, namespace=container.ray_namespace).describe.remote())
+
+
+def _exec_in_sandbox(container: Container, command: list[str], cwd: str, timeout: float | None
+                     ) -> Iterator[tuple[str, Any]]:
+    """A sandbox's command runs as its own processes do: through its agent, inside its namespaces, as its
+    unprivileged user, from ``/workspace``; its output is read as it grows."""
+    import posixpath
+    import time
+
+    from beamray.sandbox.isolation import WORKSPACE
+
+    actor = ray.get_actor(container.ray_actor_name, namespace=container.ray_namespace)
+    try:
+        started = ray.get(actor.exec.remote(command, posixpath.join(WORKSPACE, cwd), None, None))
+    except ray.exceptions.RayTaskError as exc:
+        yield ("stderr", f"{exc.cause}\n".encode())
+        yield ("exit", 127)
+        return
+    if "exit_code" in started:  # it ended within the agent's grace time: its output came with it
+        yield from (("stdout", started["stdout"].encode()), ("stderr", started["stderr"].encode()),
+                    ("exit", started["exit_code"]))
+        return
+    pid, offsets, finished = started["pid"], {"stdout": 0, "stderr": 0}, False
+    deadline = time.monotonic() + timeout if timeout else None
+    try:
+        while offsets:
+            if deadline is not None and time.monotonic() > deadline:
+                yield ("stderr", f"container exec: timed out after {timeout:g}s\n".encode())
+                yield ("exit", TIMED_OUT)
+                return
+            for stream, offset in list(offsets.items()):
+                data, ended = ray.get(actor.read_output.remote(pid, stream, offset, 0.2))
+                if data:
+                    offsets[stream] += len(data)
+                    yield (stream, data)
+                if ended and not data:
+                    del offsets[stream]
+        code = ray.get(actor.wait_process.remote(pid, None))
+        finished = True
+        yield ("exit", code)
+    finally:
+        if not finished:  # timed out, or the caller went away: the command ends too
+            actor.kill_process.remote(pid)

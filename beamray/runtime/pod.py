@@ -63,14 +63,15 @@ def own_network() -> bool:
 
 
 def _command(entrypoint: tuple[str, ...], socket_dir: str, ports: tuple[int, ...],
-             outbound: pod_network.Outbound | None) -> list[str]:
+             outbound: pod_network.Outbound | None = None, info_fd: int | None = None) -> list[str]:
     bridge = [sys.executable, _BRIDGE, socket_dir, ",".join(map(str, ports)), "--", *entrypoint]
     if not own_network():
         return bridge
     # A pid namespace of its own too (with its /proc): when the container's actor dies, bwrap's
     # --die-with-parent kills the namespace's first process, and with it every process of the pod.
     return ["bwrap", "--unshare-net", "--unshare-pid", "--dev-bind", "/", "/", "--proc", "/proc",
-            *(outbound.bwrap_args() if outbound else []), "--die-with-parent", "--", *bridge]
+            *(outbound.bwrap_args() if outbound else []), *(["--info-fd", str(info_fd)] if info_fd else []),
+            "--die-with-parent", "--", *bridge]
 
 
 def _port_in_use(port: int) -> bool:
@@ -111,19 +112,25 @@ class PodContainer:
         self._outbound = pod_network.Outbound(self._sockets) if own_network() and pod_network.available() else None
         if self._outbound is not None:
             environment[pod_network.READY_ENV] = self._outbound.ready_file
+        info_read, info_write = os.pipe() if own_network() else (None, None)  # bubblewrap reports its pid there
         try:
-            self._process = subprocess.Popen(_command(entrypoint, self._sockets, spec.ports, self._outbound),
+            self._process = subprocess.Popen(_command(entrypoint, self._sockets, spec.ports, self._outbound, info_write),
                                              cwd=os.getcwd(), env=environment,
                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             start_new_session=True,
-                                             pass_fds=(self._outbound.info_fd,) if self._outbound else ())
+                                             start_new_session=True, pass_fds=(info_write,) if info_write else ())
         except OSError as exc:
             self._mounts.close()
-            if self._outbound is not None:
-                self._outbound.attach()  # closes its pipes: nothing reports on them now
+            if info_read is not None:
+                os.close(info_read)
             raise BeamrayError(f"Pod {spec.name or container_id}: cannot start entrypoint {list(entrypoint)}: "
                                f"{exc.strerror or exc}") from None
-        why = self._outbound.attach() if self._outbound else "slirp4netns is not on this node" if own_network() else ""
+        finally:
+            if info_write is not None:
+                os.close(info_write)
+        # `container exec` enters the pod's namespaces through this process
+        self._namespace_pid = pod_network.namespace_pid(info_read) if info_read is not None else None
+        why = self._outbound.attach(self._namespace_pid) if self._outbound else \
+            "slirp4netns is not on this node" if own_network() else ""
         if why:
             self._tail.append(f"beamray: this pod has no outbound network ({why})")
             print(self._tail[-1], flush=True)
@@ -231,7 +238,8 @@ class PodContainer:
                 self._launch.deployment_id, "version": self._launch.version, "stub_id": self._launch.stub_id,
                 "status": self._status, "exit_code": self._exit_code, "started_at": self.started_at,
                 "host": self._host, "ports": list(spec.ports), "output_tail": "\n".join(self._tail),
-                "keep_warm_seconds": spec.serving.keep_warm_seconds, "pid": os.getpid()}
+                "keep_warm_seconds": spec.serving.keep_warm_seconds, "pid": os.getpid(),
+                "namespace_pid": self._namespace_pid}
 
 
 _PodActor = ray.remote(PodContainer)

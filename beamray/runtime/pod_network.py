@@ -36,8 +36,39 @@ def _wait_readable(fd: int, deadline: float) -> bool:
     return remaining > 0 and bool(select.select([fd], [], [], remaining)[0])
 
 
+def namespace_pid(info_read: int, timeout: float = ATTACH_TIMEOUT_S) -> int | None:
+    """The pid of the pod's namespaces' first process, as bubblewrap reports it on its info fd (closed here;
+    None when bubblewrap ended without reporting)."""
+    deadline, data = time.monotonic() + timeout, b""
+    try:
+        while _wait_readable(info_read, deadline) and (chunk := os.read(info_read, 4096)):
+            data += chunk
+            try:
+                return int(json.loads(data)["child-pid"])
+            except ValueError:
+                continue
+        return None
+    finally:
+        os.close(info_read)
+
+
+def _user_namespace_of(pid: int) -> list[str]:
+    """What entering ``pid``'s namespaces needs besides: its user namespace, when bubblewrap made one."""
+    same = os.readlink("/proc/self/ns/user") == os.readlink(f"/proc/{pid}/ns/user")
+    return [] if same else [f"--userns-path=/proc/{pid}/ns/user"]
+
+
+def entering(pid: int, cwd: str) -> list[str]:
+    """The ``nsenter`` prefix that runs a command in ``pid``'s network, pid and mount namespaces, from
+    ``cwd``: ``container exec`` of a pod, which then sees the pod's own ports and processes."""
+    user = [] if os.readlink("/proc/self/ns/user") == os.readlink(f"/proc/{pid}/ns/user") else \
+        ["--user", "--preserve-credentials"]
+    return ["nsenter", f"--target={pid}", *user, "--net", "--pid", "--mount", f"--wd={cwd}", "--"]
+
+
 class Outbound:
-    """The outbound network of one pod: made ready before bubblewrap starts, attached right after."""
+    """The outbound network of one pod: its resolver file bound before bubblewrap starts, slirp4netns
+    attached right after."""
 
     def __init__(self, folder: str) -> None:
         self.ready_file = os.path.join(folder, "network.ready")
@@ -45,40 +76,26 @@ class Outbound:
         with open(self._resolv, "w") as handle:
             handle.write(f"nameserver {RESOLVER}\n")
         self._log = os.path.join(folder, "slirp4netns.log")
-        self._info_read, self.info_fd = os.pipe()
         self._exit_write: int | None = None
         self._process: subprocess.Popen | None = None
 
     def bwrap_args(self) -> list[str]:
-        return ["--info-fd", str(self.info_fd), "--ro-bind", self._resolv, "/etc/resolv.conf"]
+        return ["--ro-bind", self._resolv, "/etc/resolv.conf"]
 
-    def attach(self) -> str:
-        """Attach slirp4netns to the namespace bubblewrap just made; '' when up, else why not. Either way
-        the entrypoint may start now (without a network when this failed)."""
-        os.close(self.info_fd)
+    def attach(self, pid: int | None) -> str:
+        """Attach slirp4netns to the namespace of ``pid``; '' when up, else why not. Either way the
+        entrypoint may start now (without a network when this failed)."""
         try:
-            return self._attach(time.monotonic() + ATTACH_TIMEOUT_S)
+            return self._attach(pid, time.monotonic() + ATTACH_TIMEOUT_S) if pid else \
+                "bubblewrap did not report its namespace"
         finally:
-            os.close(self._info_read)
             open(self.ready_file, "w").close()
 
-    def _attach(self, deadline: float) -> str:
-        data = b""
-        while _wait_readable(self._info_read, deadline) and (chunk := os.read(self._info_read, 4096)):
-            data += chunk
-            try:
-                pid = int(json.loads(data)["child-pid"])
-                break
-            except ValueError:
-                continue
-        else:
-            return "bubblewrap did not report its namespace"
+    def _attach(self, pid: int, deadline: float) -> str:
         ready_read, ready_write = os.pipe()
         exit_read, self._exit_write = os.pipe()
-        command = ["slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
+        command = ["slirp4netns", *_user_namespace_of(pid), "--configure", "--mtu=65520", "--disable-host-loopback",
                    f"--ready-fd={ready_write}", f"--exit-fd={exit_read}", str(pid), "tap0"]
-        if os.readlink("/proc/self/ns/user") != os.readlink(f"/proc/{pid}/ns/user"):  # bwrap made a user ns
-            command[1:1] = [f"--userns-path=/proc/{pid}/ns/user"]
         try:
             with open(self._log, "wb") as log:
                 self._process = subprocess.Popen(command, pass_fds=(ready_write, exit_read), stdin=subprocess.DEVNULL,

@@ -193,6 +193,9 @@ def test_a_pod_is_listed_by_its_id_and_exec_reaches_it(user):
         assert "app.py" in exec_lines(user, pod["container_id"], "ls")
         env = dict(line.split("=", 1) for line in exec_lines(user, pod["container_id"], "env") if "=" in line)
         assert env["CONTAINERS_PROBE"] == "pod-value"
+        # inside the pod's own network: its port 8011 answers on its loopback (the node's has nothing there)
+        fetch = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8011/').status)"
+        assert exec_lines(user, pod["container_id"], "python", "-c", fetch) == ["200"]
         user.beamray("container", "stop", pod["container_id"])
         wait_for(lambda: not of(user, deployment), what="the stopped pod to leave `container list`")
     finally:

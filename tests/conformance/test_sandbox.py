@@ -32,6 +32,9 @@ def test_issue_example_and_connect_from_a_second_process(user):
         response = httpx.get(url + "/a.txt", timeout=10)
         return response if response.status_code == 200 else None
     assert wait_for(served, timeout=30, what="the sandbox's http.server through the gateway").text == "hi"
+    # `container exec` runs inside it, as its processes do: its user, its /workspace
+    inside = user.beamray("container", "exec", sandbox_id, "--", "sh", "-c", "id -u; pwd; cat a.txt; echo")
+    assert inside.stdout.split() == ["65534", "/workspace", "hi"], inside
     # The sandbox outlived its creator; another program reaches it by id, then terminates it.
     assert run_program(user, "sandbox_connect", sandbox_id) == ["hi", "hi", "STOPPED"]
 
