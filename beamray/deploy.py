@@ -218,14 +218,14 @@ def _actor_options(spec: Spec, code_path: str) -> dict[str, Any]:
     return _shipped(*_container_parts(spec), code_path)
 
 
-def _web_container(spec: Spec, code_path: str) -> tuple[dict[str, Any], ContainerCode | None]:
-    """A replica's Ray options, and the code it enters itself when it can run without a runtime env.
+def _container(spec: Spec, code_path: str) -> tuple[dict[str, Any], ContainerCode | None]:
+    """A replica's or pod's Ray options, and the code it enters itself when it can run without a runtime env.
 
     That is on the embedded head, for an image without packages or a base image: Ray then starts the
-    replica as one Python process instead of two (``code.py`` says why), and neither the head's workers
+    container as one Python process instead of two (``code.py`` says why), and neither the head's workers
     nor its Serve controller have a runtime env a replica would inherit. Elsewhere the code is the
-    replica's ``working_dir``, which also overrides the one it would inherit from the Serve controller
-    (whose job is the one that started Serve).
+    container's ``working_dir``, which also overrides the one a replica would inherit from the Serve
+    controller (whose job is the one that started Serve).
     """
     options, image_env, settings = _container_parts(spec)
     if image_env or cluster.actor_runtime_env():
@@ -254,12 +254,14 @@ def _launch(spec: Spec, record: DeploymentRecord, spec_blob: bytes) -> Any:
     """Register a queued kind with the task service or a pod with the pods app (returns None), or build the
     Serve app of a web kind."""
     if spec.kind in WEB_KINDS:
-        return apps.web_application(spec, record, spec_blob, *_web_container(spec, record.code_path))
-    options = _actor_options(spec, record.code_path)
+        return apps.web_application(spec, record, spec_blob, *_container(spec, record.code_path))
     if spec.kind == Kind.POD:
+        options, container_code = _container(spec, record.code_path)
         pod_app.ensure_running()
-        pod_app.register_launch(pods.PodLaunch(spec, record.stub_id, options, record.deployment_id, record.version))
+        pod_app.register_launch(pods.PodLaunch(spec, record.stub_id, options, record.deployment_id, record.version,
+                                               container_code))
         return None
+    options = _actor_options(spec, record.code_path)
     client.register_queue(_queue_config(spec, record, options), spec_blob)
     return None
 
@@ -291,7 +293,8 @@ def create_pod(spec: PodSpec, code_root: str | os.PathLike[str] | None = None) -
         _pods_served.append(True)
     code_path = str(code.package(code_root or os.getcwd()))
     stub_id = str(uuid.uuid4())
-    container_id = pods.start(pods.PodLaunch(spec, stub_id, _actor_options(spec, code_path)))
+    options, container_code = _container(spec, code_path)
+    container_id = pods.start(pods.PodLaunch(spec, stub_id, options, container_code=container_code))
     pods.wait_ready(container_id, POD_START_TIMEOUT_S)
     return container_id, pod_app.url_of(cluster.gateway_url(), container_id, spec.ports)
 

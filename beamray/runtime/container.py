@@ -83,6 +83,11 @@ def _enter(container_code: ContainerCode) -> str:
     return code_dir
 
 
+def enter_code(container_code: ContainerCode | None) -> str:
+    """The container's code folder: ``container_code`` entered when given, else its ``working_dir``."""
+    return _enter(container_code) if container_code is not None else os.getcwd()
+
+
 def load_user_code(blob: bytes, handler: str, container_code: ContainerCode | None = None) -> Any:
     """Unpickle a spec or handler here; importing the user's module counts as Beam's "importing user code".
 

@@ -32,6 +32,7 @@ import ray
 from beamray import cluster
 from beamray.exceptions import BeamrayError
 from beamray.runtime import pod_network
+from beamray.runtime.container import ContainerCode
 from beamray.specs import PodSpec
 
 EXITED_LINGER_S = 60.0
@@ -51,6 +52,7 @@ class PodLaunch:
     actor_options: dict[str, Any]
     deployment_id: str = ""  # empty for a pod from ``create()`` / ``beamray run``
     version: int = 0
+    container_code: ContainerCode | None = None  # without a runtime env: the code it enters itself
 
 
 def new_container_id(stub_id: str) -> str:
@@ -85,10 +87,10 @@ class PodContainer:
 
     def __init__(self, container_id: str, launch: PodLaunch, entrypoint: tuple[str, ...]) -> None:
         from beamray.runtime import mounts, worker
-        from beamray.runtime.container import isolate_imports
+        from beamray.runtime.container import enter_code, isolate_imports
         from beamray.serve_bridge import port_proxy
 
-        isolate_imports(os.getcwd(), launch.spec.handler)
+        isolate_imports(enter_code(launch.container_code), launch.spec.handler)
         self._registry = port_proxy
         self._id, self._launch, spec = container_id, launch, launch.spec
         self._alias = launch.stub_id if launch.deployment_id else ""
