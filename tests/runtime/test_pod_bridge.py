@@ -21,6 +21,28 @@ def _bridge(tmp_path, ports: str, *entrypoint: str) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def _asgi_get(upstream: port_proxy.Upstream, port: int, path: str, from_node: str) -> tuple[list[dict], str]:
+    """``GET path`` forwarded as the pods app does from a replica on ``from_node``: the ASGI messages sent
+    back, and the URL the request went to."""
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    async def go() -> str:
+        sessions = port_proxy.Sessions(from_node, "127.0.0.1")
+        session, url = sessions.route(upstream, port, path, b"")
+        scope = {"type": "http", "method": "GET", "path": path, "headers": [(b"host", b"x")]}
+        await port_proxy.forward(scope, receive, send, url, session)
+        await sessions.forget(upstream)
+        return url
+
+    return sent, asyncio.run(go())
+
+
 def test_a_port_is_reached_through_its_socket_and_forwarded_as_asgi(tmp_path):
     (tmp_path / "hello.txt").write_text("hi from the pod\n")
     port = 18431
@@ -29,22 +51,8 @@ def test_a_port_is_reached_through_its_socket_and_forwarded_as_asgi(tmp_path):
         socket_path = str(tmp_path / f"{port}.sock")
         wait_for(lambda: os.path.exists(socket_path), timeout=20, what="the bridge's socket")
         upstream = port_proxy.Upstream("pod-test", "127.0.0.1", (port,), False, {port: socket_path})
-        sent: list[dict] = []
-
-        async def receive():
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message):
-            sent.append(message)
-
-        async def go():
-            sessions = port_proxy.Sessions("this-node", "127.0.0.1")
-            scope = {"type": "http", "method": "GET", "path": "/hello.txt", "headers": [(b"host", b"x")]}
-            session, url = sessions.route(upstream, port, "/hello.txt", b"")
-            await port_proxy.forward(scope, receive, send, url, session)
-            await sessions.forget(upstream)
-
-        asyncio.run(go())
+        sent, url = _asgi_get(upstream, port, "/hello.txt", from_node="the-pods-node")
+        assert url == f"http://127.0.0.1:{port}/hello.txt"
         assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
         assert b"".join(m.get("body", b"") for m in sent[1:]) == b"hi from the pod\n"
         assert sent[-1]["more_body"] is False
@@ -98,23 +106,8 @@ def test_a_pod_on_another_node_is_reached_through_its_relay_with_its_key_only(tm
         relay = Relay("127.0.0.1", {port: socket_path})
         upstream = port_proxy.Upstream("pod-test", "127.0.0.1", (port,), False, {port: socket_path},
                                        node_id="the-pods-node", relays=relay.addresses, relay_key=relay.key)
-        sent: list[dict] = []
-
-        async def receive():
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def send(message):
-            sent.append(message)
-
-        async def go():
-            sessions = port_proxy.Sessions("another-node", "127.0.0.1")
-            session, url = sessions.route(upstream, port, "/", b"")
-            assert url == f"http://{relay.addresses[port]}/"
-            scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"host", b"x")]}
-            await port_proxy.forward(scope, receive, send, url, session)
-            await sessions.forget(upstream)
-
-        asyncio.run(go())
+        sent, url = _asgi_get(upstream, port, "/", from_node="another-node")
+        assert url == f"http://{relay.addresses[port]}/"
         assert sent[0]["status"] == 200
         seen = b"".join(m.get("body", b"") for m in sent[1:])
         assert b"host: " in seen and RELAY_HEADER.lower().encode() not in seen  # the key stops at the relay
