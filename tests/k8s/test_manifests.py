@@ -391,8 +391,37 @@ def test_gateway_service_targets_head_and_alb_ingress_targets_gateway():
     ann = ing["metadata"]["annotations"]
     assert ann["alb.ingress.kubernetes.io/target-type"] == "ip"
     assert ann["alb.ingress.kubernetes.io/scheme"] in ("internal", "internet-facing")
-    backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
-    assert backend == {"name": "beamray-gateway", "port": {"number": 8000}}
+    paths = {p["path"]: p for p in ing["spec"]["rules"][0]["http"]["paths"]}
+    assert paths["/"]["backend"]["service"] == {"name": "beamray-gateway", "port": {"number": 8000}}
+
+
+@pytest.mark.parametrize("target", ["overlays/eks-gpu", "overlays/cpu-only"])
+def test_the_alb_answers_serves_own_endpoints_itself(target):
+    """``/-/routes`` lists every deployment to anyone: the ALB's first rule answers ``/-/…`` with a 404."""
+    ing = only(rendered(target), "Ingress", "beamray-gateway")
+    first = ing["spec"]["rules"][0]["http"]["paths"][0]
+    assert (first["path"], first["pathType"]) == ("/-/", "Prefix")
+    assert first["backend"]["service"] == {"name": "serve-internals", "port": {"name": "use-annotation"}}
+    action = json.loads(ing["metadata"]["annotations"]["alb.ingress.kubernetes.io/actions.serve-internals"])
+    assert action["type"] == "fixed-response" and action["fixedResponseConfig"]["statusCode"] == "404"
+
+
+@pytest.mark.parametrize("target", OVERLAYS)
+def test_ray_ports_and_redis_admit_only_the_clusters_pods_but_the_gateway(target):
+    docs = rendered(target)
+    ray = only(docs, "NetworkPolicy", "beamray-ray")["spec"]
+    head = raycluster(target)["spec"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    assert ray["podSelector"]["matchLabels"] == {"ray.io/cluster": "beamray"} and ray["policyTypes"] == ["Ingress"]
+    open_to_all = [rule for rule in ray["ingress"] if "from" not in rule]
+    assert [[port["port"] for port in rule["ports"]] for rule in open_to_all] == [[8000]]
+    assert {"podSelector": {"matchLabels": {"ray.io/cluster": "beamray"}}} in ray["ingress"][0]["from"]
+    redis = only(docs, "NetworkPolicy", "beamray-redis")["spec"]
+    redis_pod = only(docs, "Deployment", "beamray-redis")["spec"]["template"]["metadata"]["labels"]
+    assert redis["podSelector"]["matchLabels"].items() <= redis_pod.items()
+    [rule] = redis["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"ray.io/cluster": "beamray"}}}]
+    assert [port["port"] for port in rule["ports"]] == [6379]
+    assert head["app.kubernetes.io/name"] == "beamray"  # KubeRay adds ray.io/cluster to every Ray Pod itself
 
 
 def test_secrets_are_examples_only_with_placeholders_and_operator_key():

@@ -215,7 +215,7 @@ def test_whole_app_groups_are_sorted_deterministic_and_extras_added():
     assert first.stdout == second.stdout
     assert list(groups(docs)) == ["cpu", "a10g", "a6000", "h100", "l4", "rtx4090", "t4"]
     assert [d["kind"] for d in docs] == ["RayCluster", "PersistentVolumeClaim", "Deployment", "Service",
-                                         "Service", "Ingress"]  # the eks-gpu overlay's order
+                                         "Service", "Ingress", "NetworkPolicy", "NetworkPolicy"]  # eks-gpu's order
     assert groups(docs)["l4"]["template"]["spec"]["nodeSelector"] == {"node.kubernetes.io/instance-type": "g6.2xlarge"}
     assert "gpu='any' is served by the A10G group" in first.stderr
     cpu = limits(groups(docs)["cpu"])
