@@ -76,9 +76,16 @@ def embedded_state() -> dict[str, Any] | None:
         path.unlink(missing_ok=True)
         return None
     if not _pid_alive(state.get("pid", -1)):
-        path.unlink(missing_ok=True)
+        _forget(state)
         return None
     return state
+
+
+def _forget(state: dict[str, Any]) -> None:
+    """Remove a head's record and the files it kept outside BEAMRAY_HOME (its HAProxy's)."""
+    _state_path().unlink(missing_ok=True)
+    if state.get("haproxy_files"):
+        shutil.rmtree(state["haproxy_files"], ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -138,12 +145,15 @@ def serve_ingress() -> str:
 
 _LOOPBACK_HAPROXY = """#!/bin/sh
 # beamray: Ray's template binds HAProxy's stats and Prometheus listeners on every interface ("bind *:PORT",
-# "bind :PORT"); move them to loopback in the config Ray passes with -f, then run the real HAProxy.
+# "bind :PORT"); move them to loopback in the config Ray passes with -f, then run the real HAProxy. It dies
+# with the Serve proxy actor that started it (PDEATHSIG): after a kill -9 of the head it would otherwise
+# go on holding the gateway's port.
 prev=
 for arg; do
     [ "$prev" = "-f" ] && sed -i -E 's/^([[:space:]]*bind[[:space:]]+)[*]?:/\\1127.0.0.1:/' "$arg"
     prev=$arg
 done
+command -v setpriv >/dev/null 2>&1 && exec setpriv --pdeathsig KILL -- {binary} "$@"
 exec {binary} "$@"
 """
 
@@ -373,9 +383,7 @@ def stop_embedded(timeout: float = 45.0) -> bool:
         if _pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-        _state_path().unlink(missing_ok=True)
-        if state.get("haproxy_files"):
-            shutil.rmtree(state["haproxy_files"], ignore_errors=True)
+        _forget(state)
         return True
 
 
