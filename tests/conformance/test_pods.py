@@ -58,7 +58,7 @@ def test_the_docs_pod_is_deployed_fetched_idle_stopped_and_restarted_by_a_reques
 
         wait_for(lambda: not _pod_actors(user), timeout=60, what="the idle pod to stop after keep_warm_seconds")
         again = client.get(url + "/")  # the request waits while a new container starts
-        assert again.status_code == 200 and "app.py" in again.text
+        assert again.status_code == 200 and "app.py" in again.text, (again.status_code, again.text)
         assert len(_pod_actors(user)) == 1
     finally:
         remove(user, "my-deployed-pod")
