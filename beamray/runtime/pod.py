@@ -165,8 +165,8 @@ class PodContainer:
                 if code is not None and self._status not in TERMINAL:
                     self._finish("COMPLETE" if code == 0 else "FAILED", code)
                 elif self._status == "PENDING" and self._ports_ready():
+                    self._register()  # first: whoever sees RUNNING (wait_ready) looks the container up next
                     self._status, self._last_activity = "RUNNING", now
-                    self._register()
                 elif self._status == "RUNNING" and keep_warm >= 0:
                     busy = self._busy and now - self._busy_at < BUSY_STALE_S
                     if not busy and now - self._last_activity >= keep_warm:
