@@ -56,8 +56,9 @@ def test_remote_secret_and_task_commands_run_on_the_cluster(remote_cluster):
     assert beamray(remote_cluster, "task", "list", "--json").returncode == 0
 
 
-def test_secret_values_never_reach_the_clusters_job_metadata_or_logs(remote_cluster):
+def test_secret_values_never_reach_the_clusters_job_metadata_or_logs(remote_cluster, monkeypatch):
     """The dashboard and /api/jobs show every job's entrypoint, env and logs to anyone with the token."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # this process reads /api/jobs with the head's token below
     value = "s3cr3t-value-7f1c"
     assert beamray(remote_cluster, "secret", "create", "HIDDEN_KEY", value).returncode == 0
     assert beamray(remote_cluster, "secret", "modify", "HIDDEN_KEY", value + "-2").returncode == 0
