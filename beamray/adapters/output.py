@@ -18,6 +18,9 @@ from typing import Any, Dict, NamedTuple, Optional, Union
 from beamray import outputs, storage
 from beamray.outputs import OutputNotFoundError
 
+_gateway_seen: list[bool] = []  # this process has made sure the gateway runs
+
+
 class OutputCannotRunLocallyError(Exception):
     """``Output`` used outside a task (``CONTAINER_ID`` unset)."""
 
@@ -158,10 +161,11 @@ class Output:
             raise OutputNotSavedError("Save the output first (output.save()).")
         try:
             url = outputs.public_url(self.id, expires)
-            if outputs.served_by_gateway():
+            if outputs.served_by_gateway() and not _gateway_seen:
                 from beamray import deploy  # Serve is loaded only for links the gateway answers
 
                 deploy.ensure_serve()  # a script's link must answer on a cluster where nothing is deployed
+                _gateway_seen.append(True)  # once per process: a .map saving outputs asks Serve once
             return url
         except (OutputNotFoundError, ValueError) as exc:
             raise OutputPublicURLError(str(exc)) from exc

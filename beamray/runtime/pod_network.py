@@ -52,17 +52,16 @@ def namespace_pid(info_read: int, timeout: float = ATTACH_TIMEOUT_S) -> int | No
         os.close(info_read)
 
 
-def _user_namespace_of(pid: int) -> list[str]:
-    """What entering ``pid``'s namespaces needs besides: its user namespace, when bubblewrap made one."""
-    same = os.readlink("/proc/self/ns/user") == os.readlink(f"/proc/{pid}/ns/user")
-    return [] if same else [f"--userns-path=/proc/{pid}/ns/user"]
+def _has_own_user_namespace(pid: int) -> bool:
+    """Whether bubblewrap made ``pid`` a user namespace of its own (it does when it is not setuid), which
+    slirp4netns and nsenter then have to enter too."""
+    return os.readlink("/proc/self/ns/user") != os.readlink(f"/proc/{pid}/ns/user")
 
 
 def entering(pid: int, cwd: str) -> list[str]:
     """The ``nsenter`` prefix that runs a command in ``pid``'s network, pid and mount namespaces, from
     ``cwd``: ``container exec`` of a pod, which then sees the pod's own ports and processes."""
-    user = [] if os.readlink("/proc/self/ns/user") == os.readlink(f"/proc/{pid}/ns/user") else \
-        ["--user", "--preserve-credentials"]
+    user = ["--user", "--preserve-credentials"] if _has_own_user_namespace(pid) else []
     return ["nsenter", f"--target={pid}", *user, "--net", "--pid", "--mount", f"--wd={cwd}", "--"]
 
 
@@ -94,7 +93,8 @@ class Outbound:
     def _attach(self, pid: int, deadline: float) -> str:
         ready_read, ready_write = os.pipe()
         exit_read, self._exit_write = os.pipe()
-        command = ["slirp4netns", *_user_namespace_of(pid), "--configure", "--mtu=65520", "--disable-host-loopback",
+        userns = [f"--userns-path=/proc/{pid}/ns/user"] if _has_own_user_namespace(pid) else []
+        command = ["slirp4netns", *userns, "--configure", "--mtu=65520", "--disable-host-loopback",
                    f"--ready-fd={ready_write}", f"--exit-fd={exit_read}", str(pid), "tap0"]
         try:
             with open(self._log, "wb") as log:
